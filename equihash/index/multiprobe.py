@@ -1,0 +1,120 @@
+"""Prioritised multi-probing (THESIS.md section 10).
+
+A network gives k logits z per query; bit b of the fingerprint is ``z_b > 0``. Read as
+independent Bernoulli bits with P(b = 1) = sigmoid(z_b), the most likely code is the
+sign code, and flipping a set F of bits divides its probability by
+prod_{i in F} exp(|z_i|). The L most likely codes are therefore the sign code with the
+flip sets F of the L smallest *flip costs* ``cost(F) = sum_{i in F} |z_i|``.
+
+Enumeration (done lazily, best-first, in ``_core.probe_flip_sets``): rank the bits by
+|z| increasingly (ties by bit index: a stable argsort). A flip set is a set of ranks,
+explored from a heap seeded with {0}; the successors of a set whose largest rank is m are
+
+- *shift*: m moved to m+1, and
+- *expand*: m+1 added,
+
+when m+1 < k. Every non-empty set has exactly one predecessor (remove m if m-1 is also
+in the set, otherwise move m back to m-1), so the heap produces every flip set exactly
+once, and a successor never costs less than its predecessor, so the heap pops them in
+increasing cost. The empty set (the sign code, cost 0) comes first.
+
+Probing order, exactly (this defines the tie-break): flip sets are sorted by
+``(cost, rank mask)``, where the cost is the float64 sum of the float32 |z| of the
+flipped bits added one by one in increasing rank order, and the rank mask is the integer
+``sum_{r in F} 2**r``. Both keys strictly increase from a set to its successors, so
+the best-first enumeration yields exactly this order, ties included.
+
+Ranks are held in a 64-bit mask, so only the 64 lowest-|z| bits can be flipped. This is
+no restriction for k <= 64; for k > 64 it is exact as long as L <= 65, because a flip
+set containing rank r comes after the sign code and the r singletons {0}, ..., {r-1}.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from equihash.io import InputError
+
+from . import _core
+
+MAX_FLIP_RANKS = 64
+
+
+def _check_logits(logits) -> np.ndarray:
+    logits = np.asarray(logits)
+    if logits.ndim == 1:
+        logits = logits[None, :]
+    if logits.ndim != 2:
+        raise InputError(f"logits: expected shape (k,) or (q, k), got {logits.shape}")
+    if not np.issubdtype(logits.dtype, np.floating):
+        raise InputError(f"logits: expected a float array, got dtype {logits.dtype}")
+    k = logits.shape[1]
+    if k == 0 or k % 8:
+        raise InputError(f"logits: expected k a positive multiple of 8 bits, got k = {k}")
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    if not np.isfinite(logits).all():
+        raise InputError("logits: expected finite values, got NaN or infinity")
+    return logits
+
+
+def max_probes(k: int) -> int:
+    """The largest number of codes ``probe_codes`` can enumerate for k-bit fingerprints."""
+    return 2**k if k <= MAX_FLIP_RANKS else MAX_FLIP_RANKS + 1
+
+
+def probe_codes(logits, L: int, *, return_costs: bool = False):
+    """The L most likely fingerprints of each query, in probing order.
+
+    Parameters
+    ----------
+    logits : (k,) or (q, k) float array
+        Network outputs; k a multiple of 8.
+    L : int
+        Number of codes per query (number of lookups), 1 <= L <= 2**k (L <= 65 if k > 64).
+    return_costs : bool
+        Also return the flip costs (q, L) float64 (0 for the first, sign code).
+
+    Returns
+    -------
+    codes : (q, L, k/8) uint8
+        Row 0 is the sign code ``packbits(z > 0)``; row l flips the l-th cheapest flip
+        set (order and tie-break: see the module docstring). Rows of a query are distinct.
+    """
+    logits = _check_logits(logits)
+    q, k = logits.shape
+    L = int(L)
+    if not 1 <= L <= max_probes(k):
+        raise InputError(f"L: expected 1 <= L <= {max_probes(k)} for k = {k} bits, got {L}")
+    magnitude = np.abs(logits)
+    rank_bits = np.argsort(magnitude, axis=1, kind="stable")[:, :MAX_FLIP_RANKS]
+    sorted_abs = np.take_along_axis(magnitude, rank_bits, axis=1).astype(np.float64)
+    top_codes = np.packbits(logits > 0, axis=1)
+    codes = np.empty((q, L, k // 8), dtype=np.uint8)
+    costs = np.empty((q, L), dtype=np.float64)
+    _core.probe_flip_sets(
+        np.ascontiguousarray(sorted_abs),
+        np.ascontiguousarray(rank_bits, dtype=np.int64),
+        np.ascontiguousarray(top_codes),
+        codes,
+        costs,
+    )
+    return (codes, costs) if return_costs else codes
+
+
+def multiprobe_lookup(index, logits, L: int):
+    """Retrieved sets of multi-probing: the union of the posting lists of the L most likely
+    codes of each query, as CSR ``(offsets (q+1) int64, positions)`` with each query's
+    positions sorted increasingly. Distinct codes have disjoint posting lists, so the
+    union is a concatenation and has no duplicates."""
+    logits = _check_logits(logits)
+    if logits.shape[1] != 8 * index.nbytes:
+        raise InputError(
+            f"logits: expected k = {8 * index.nbytes} bits for this index, got k = {logits.shape[1]}"
+        )
+    codes = probe_codes(logits, L)
+    q = codes.shape[0]
+    offsets, positions = index.lookup(codes.reshape(q * L, index.nbytes))
+    query_offsets = np.ascontiguousarray(offsets[::L])
+    if L > 1:
+        _core.sort_segments(query_offsets, positions)
+    return query_offsets, positions

@@ -1,0 +1,196 @@
+"""Artifact schemas (shared/ARTIFACTS.md), atomic writes and validated readers.
+
+Every artifact is written to a temporary name in its own directory and renamed
+when complete, so an interrupted job never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class InputError(ValueError):
+    """Bad input: the message names the file (or config key), the field and the expectation."""
+
+
+# --------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path, *, directory=False):
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    On any exception the temporary file or directory is removed and nothing is left at
+    ``path``. Parent directories are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory and path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_table(table: pa.Table, path, *, row_group_size: int = 1 << 20) -> None:
+    """Write a Parquet file atomically (deterministic bytes for identical tables)."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+
+
+def write_json(obj, path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+# --------------------------------------------------------------------------- schemas
+def labels_type(m: int) -> pa.DataType:
+    return pa.list_(pa.uint32(), m)
+
+
+def code_type(nbytes: int) -> pa.DataType:
+    return pa.binary(nbytes)
+
+
+def labels_array(labels: np.ndarray) -> pa.FixedSizeListArray:
+    """(n, m) uint32 -> fixed_size_list<uint32>[m]."""
+    labels = np.ascontiguousarray(labels, dtype=np.uint32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(labels.reshape(-1)), labels.shape[1])
+
+
+def codes_array(codes: np.ndarray) -> pa.FixedSizeBinaryArray:
+    """(n, B) uint8 -> fixed_size_binary[B] without a copy per row."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    n, nbytes = codes.shape
+    return pa.FixedSizeBinaryArray.from_buffers(
+        code_type(nbytes), n, [None, pa.py_buffer(codes.reshape(-1))]
+    )
+
+
+def logits_array(logits: np.ndarray) -> pa.FixedSizeListArray:
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1])
+
+
+def fingerprint_schema(nbytes: int) -> pa.Schema:
+    return pa.schema([("id", pa.uint64()), ("code", code_type(nbytes))])
+
+
+def query_schema(nbytes: int) -> pa.Schema:
+    return pa.schema(
+        [("id", pa.uint64()), ("code", code_type(nbytes)), ("logits", pa.list_(pa.float32(), 8 * nbytes))]
+    )
+
+
+def triplet_schema(nbytes: int) -> pa.Schema:
+    return pa.schema([(name, code_type(nbytes)) for name in ("anchor", "positive", "negative")])
+
+
+# --------------------------------------------------------------------------- readers
+def column_to_numpy(column: pa.ChunkedArray | pa.Array, *, path="?", name="?") -> np.ndarray:
+    """A fixed-size list or fixed-size binary column -> 2-D numpy array; a flat column -> 1-D."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    kind = column.type
+    if pa.types.is_fixed_size_list(kind):
+        if column.null_count:
+            raise InputError(f"{path}: column '{name}' has null rows; expected none")
+        width = kind.list_size
+        values = column.flatten().to_numpy(zero_copy_only=False)
+        return values.reshape(len(column), width)
+    if pa.types.is_fixed_size_binary(kind):
+        width = kind.byte_width
+        buf = column.buffers()[1]
+        data = np.frombuffer(buf, dtype=np.uint8, count=(column.offset + len(column)) * width)
+        return data[column.offset * width:].reshape(len(column), width)
+    return column.to_numpy(zero_copy_only=False)
+
+
+def check_schema(path, expected: dict[str, pa.DataType]) -> None:
+    """Check that a Parquet file exists and has each named column with its type."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+    for name, kind in expected.items():
+        if name not in schema.names:
+            raise InputError(f"{path}: missing column '{name}' (expected {kind})")
+        if schema.field(name).type != kind:
+            raise InputError(
+                f"{path}: column '{name}' has type {schema.field(name).type}, expected {kind}"
+            )
+
+
+def read_columns(path, expected: dict[str, pa.DataType]) -> dict[str, np.ndarray]:
+    """Read the named fixed-width columns of a Parquet file as numpy arrays, checking their types."""
+    check_schema(path, expected)
+    table = pq.read_table(path, columns=list(expected))
+    return {name: column_to_numpy(table[name], path=path, name=name) for name in expected}
+
+
+def read_labels(path, m: int | None = None, column: str = "labels") -> np.ndarray:
+    """Read a labels column as (n, m) uint32."""
+    path = Path(path)
+    if m is None:
+        kind = pq.read_schema(path).field(column).type if path.exists() else None
+        m = kind.list_size if kind is not None and pa.types.is_fixed_size_list(kind) else 0
+        if not m:
+            raise InputError(f"{path}: column '{column}' must be fixed_size_list<uint32>")
+    return read_columns(path, {column: labels_type(m)})[column]
+
+
+def read_label_rows(path, start: int, stop: int, column: str = "labels") -> np.ndarray:
+    """Rows [start, stop) of a labels column, reading only the row groups that hold them."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    reader = pq.ParquetFile(path)
+    kind = reader.schema_arrow.field(column).type if column in reader.schema_arrow.names else None
+    if kind is None or not pa.types.is_fixed_size_list(kind) or kind.value_type != pa.uint32():
+        raise InputError(f"{path}: column '{column}' must be fixed_size_list<uint32>, got {kind}")
+    n = reader.metadata.num_rows
+    if not 0 <= start <= stop <= n:
+        raise InputError(f"{path}: rows [{start}, {stop}) requested, the file has {n} rows")
+    groups, first, row = [], None, 0
+    for g in range(reader.num_row_groups):
+        size = reader.metadata.row_group(g).num_rows
+        if row + size > start and row < stop:
+            groups.append(g)
+            first = row if first is None else first
+        row += size
+    if not groups:
+        return np.empty((0, kind.list_size), dtype=np.uint32)
+    table = reader.read_row_groups(groups, columns=[column])
+    values = column_to_numpy(table[column], path=path, name=column)
+    return values[start - first:stop - first]
+
+
+def read_ground_truth(path) -> tuple[np.ndarray, np.ndarray]:
+    """The ``ground_truth`` column of a positive-queries file as CSR (offsets int64, positions uint64)."""
+    check_schema(path, {"ground_truth": pa.list_(pa.uint64())})
+    column = pq.read_table(path, columns=["ground_truth"])["ground_truth"].combine_chunks()
+    offsets = column.offsets.to_numpy().astype(np.int64)
+    positions = column.values.to_numpy()[offsets[0]:offsets[-1]]
+    return offsets - offsets[0], positions
