@@ -1,0 +1,49 @@
+"""Evaluate one (task, model, variant, database): the index and fingerprints -> metrics.json."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from equihash.evaluate.metrics import (binary_metrics, equidict, equiset, internal_collisions,
+                                       metrics_document, multiprobe_entry)
+from equihash.index import InvertedIndex
+from equihash.io import code_type, read_columns, read_ground_truth, read_labels, write_json
+from equihash.progress import logger
+
+
+def evaluate_run(*, index_dir, database_labels, positive_labels, database, positive_queries,
+                 negative_queries, triplets, lookups, names: dict, out_path) -> dict:
+    """Compute every figure of THESIS.md 9 and the multi-probe list; write metrics.json atomically."""
+    index = InvertedIndex.load(index_dir)
+    kind = code_type(index.nbytes)
+    nbits = 8 * index.nbytes
+    logits_kind = pa.list_(pa.float32(), nbits)
+
+    codes = read_columns(database, {"code": kind})["code"]
+    collisions = internal_collisions(codes, read_labels(database_labels))
+    del codes
+    logger.info("internal collisions: %d among %d positions", collisions, index.size)
+
+    ground_truth = read_ground_truth(positive_labels)
+    positive = read_columns(positive_queries, {"code": kind, "logits": logits_kind})
+    negative = read_columns(negative_queries, {"code": kind, "logits": logits_kind})
+    retrieved = index.lookup(positive["code"])
+    retrieved_negative = index.lookup(negative["code"])
+
+    entries = [multiprobe_entry(1, retrieved, ground_truth, retrieved_negative[0])]
+    for L in lookups[1:]:
+        probed = index.multiprobe(positive["logits"], L)
+        probed_negative = index.multiprobe(negative["logits"], L)
+        entries.append(multiprobe_entry(L, probed, ground_truth, probed_negative[0]))
+        logger.info("multi-probing with %d lookups: recall %.4f", L, entries[-1]["recall"])
+
+    trip = read_columns(triplets, {"anchor": kind, "positive": kind, "negative": kind})
+    document = metrics_document(
+        **names, nbits=nbits, database_size=index.size, internal_collisions=collisions,
+        equidict=equidict(retrieved, ground_truth),
+        equiset=equiset(retrieved[0], retrieved_negative[0]),
+        binary=binary_metrics(trip["anchor"], trip["positive"], trip["negative"]),
+        multiprobe=entries,
+    )
+    write_json(document, out_path)
+    return document

@@ -1,0 +1,258 @@
+"""The training loop (THESIS.md 6): endless fresh keyed instances, the two-pass step of 6.1,
+evaluation every ``eval_every`` steps (6.6), periodic checkpoints and exact resumption.
+
+Every random draw is keyed: the labels of step ``s`` come from the stream
+``(seed, "train", "train_labels")`` at index ``s``; view ``v`` of pair ``p`` of step ``s``
+is noisy instance ``s * pairs_per_step + p``, sub-item ``v`` of ``(seed, "train",
+"train_noise")``. A run resumed from a checkpoint therefore sees the same data as an
+uninterrupted one and ends bit-identical to it (on the same machine and thread count).
+
+The step: all batches of the step are forwarded with gradient tracking; the gradient
+with respect to all their logits is computed at once by the objective (so the entropy
+is estimated over every instance of the step); each batch then back-propagates its
+slice. The thesis recomputes the forward pass after a first pass without gradient to
+save memory; ``recompute_forward: true`` does exactly that (the gradient is the same,
+BatchNorm running statistics are then updated twice per step as in the thesis code),
+the default keeps the graphs of the first pass, which saves a third of the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from equihash.data.banks import read_bank
+from equihash.data.keyed import KeyedRandom
+from equihash.data.mosaic import distinct_labels, task_class
+from equihash.io import InputError, atomic_path, write_table
+from equihash.nn import network_for_task
+from equihash.progress import Progress, logger
+from equihash.train.evaluation import EVAL_LOG_COLUMNS, subset_family, training_figures
+from equihash.train.shannon_hamming import ShannonHamming
+
+CHECKPOINT_FORMAT = 1
+OBJECTIVES = {"ShannonHamming": ShannonHamming}
+
+
+def config_hash(obj) -> str:
+    """Stable short hash of a JSON-serialisable configuration."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pack_codes(logits: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(..., k) logits -> (..., k/8) uint8 fingerprints, bit b = logit_b > 0, MSB first."""
+    if isinstance(logits, torch.Tensor):
+        logits = logits.detach().cpu().numpy()
+    return np.packbits(logits > 0, axis=-1)
+
+
+class EvalSet:
+    """The fixed, seeded triplets of THESIS.md 6.6 for one split."""
+
+    def __init__(self, mosaic, split: str, size: int, seed: int):
+        gen = KeyedRandom(seed, split, "eval_labels").at(0)
+        anchor = distinct_labels(gen, size, mosaic.bank_size, mosaic.cells)
+        negative = distinct_labels(gen, size, mosaic.bank_size, mosaic.cells)
+        same = np.flatnonzero((anchor == negative).all(axis=1))
+        while same.size:
+            negative[same] = distinct_labels(gen, same.size, mosaic.bank_size, mosaic.cells)
+            same = same[(anchor[same] == negative[same]).all(axis=1)]
+        idx = np.arange(size)
+        self.split = split
+        self.instances = torch.from_numpy(np.stack([
+            mosaic.noisy(anchor, KeyedRandom(seed, split, "eval_anchor"), idx),
+            mosaic.noisy(anchor, KeyedRandom(seed, split, "eval_positive"), idx),
+            mosaic.noisy(negative, KeyedRandom(seed, split, "eval_negative"), idx),
+        ], axis=1))  # (size, 3, H, W)
+
+
+@torch.inference_mode()
+def encode_instances(net: torch.nn.Module, instances: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits of ``instances`` (n, ..., H, W) in evaluation mode, batch by batch."""
+    was_training = net.training
+    net.eval()
+    out = torch.cat([net(instances[i:i + batch_size]) for i in range(0, len(instances), batch_size)])
+    net.train(was_training)
+    return out
+
+
+class Trainer:
+    """Trains one model of one task; ``run()`` resumes from the newest valid checkpoint."""
+
+    def __init__(self, *, task: str, model: str, bank_train: np.ndarray, bank_valid: np.ndarray,
+                 nbits: int, noise_sigma: float, params: dict, checkpoint_dir):
+        if model not in OBJECTIVES:
+            raise InputError(f"unknown model '{model}'; known models: {', '.join(sorted(OBJECTIVES))}")
+        self.task, self.model, self.nbits, self.params = task, model, nbits, params
+        self.resolved = {"task": task, "model": model, "nbits": nbits, "noise_sigma": noise_sigma, **params}
+        self.hash = config_hash(self.resolved)
+        mosaic_cls = task_class(task)
+        self.train_mosaic = mosaic_cls(bank_train, sigma=noise_sigma)
+        self.valid_mosaic = mosaic_cls(bank_valid, sigma=noise_sigma)
+        self.seed = int(params["seed"])
+        self.pairs_per_step = params["batch_size"] * params["batches_per_step"]
+        self.labels_rng = KeyedRandom(self.seed, "train", "train_labels")
+        self.noise_rng = KeyedRandom(self.seed, "train", "train_noise")
+        self.objective = OBJECTIVES[model](**params["objective"])
+        torch.manual_seed(self.seed)
+        self.net = network_for_task(task, nbits)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=params["learning_rate"])
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.step = 0
+        self.eval_rows: list[dict] = []
+        self._interval: list[dict] = []
+        self._eval_sets = None
+        self.families = {s: subset_family(nbits, s, self.seed) for s in range(1, 5)}
+
+    # ------------------------------------------------------------------ data
+    def step_instances(self, step: int) -> torch.Tensor:
+        """The (pairs_per_step, 2, H, W) training instances of ``step``."""
+        labels = distinct_labels(self.labels_rng.at(step), self.pairs_per_step,
+                                 self.train_mosaic.bank_size, self.train_mosaic.cells)
+        idx = np.arange(step * self.pairs_per_step, (step + 1) * self.pairs_per_step)
+        views = [self.train_mosaic.noisy(labels, self.noise_rng, idx, sub=v) for v in (0, 1)]
+        return torch.from_numpy(np.stack(views, axis=1))
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> dict:
+        batches = self.step_instances(self.step).split(self.params["batch_size"])
+        self.net.train()
+        if self.params["recompute_forward"]:
+            with torch.no_grad():
+                logits = torch.cat([self.net(b) for b in batches])
+        else:
+            outputs = [self.net(b) for b in batches]
+            logits = torch.cat([o.detach() for o in outputs])
+        grad, stats = self.objective.logits_gradient(logits)
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(batches):
+            out = self.net(batch) if self.params["recompute_forward"] else outputs[i]
+            out.backward(grad[i * len(batch):(i + 1) * len(batch)])
+        clip = self.params["clip_value"]
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        clipped = sum(int((g.abs() > clip).sum()) for g in grads)
+        total = sum(g.numel() for g in grads)
+        torch.nn.utils.clip_grad_value_(self.net.parameters(), clip)
+        self.optimizer.step()
+        self.step += 1
+        return {**stats, "clipped_share": clipped / total}
+
+    # ------------------------------------------------------------------ evaluation (6.6)
+    def evaluate(self) -> list[dict]:
+        if self._eval_sets is None:
+            size = self.params["eval_size"]
+            self._eval_sets = [EvalSet(self.train_mosaic, "train", size, self.seed),
+                               EvalSet(self.valid_mosaic, "valid", size, self.seed)]
+        means = {k: float(np.mean([r[k] for r in self._interval])) for k in self._interval[0]} if self._interval else {}
+        rows = []
+        for eval_set in self._eval_sets:
+            codes = pack_codes(encode_instances(self.net, eval_set.instances))
+            figures = training_figures(codes[:, 0], codes[:, 1], codes[:, 2], self.families)
+            rows.append({"step": self.step, "split": eval_set.split, **figures, **means})
+        self._interval = []
+        return rows
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self) -> Path:
+        return self.checkpoint_dir / "last.pt"
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "format": CHECKPOINT_FORMAT, "config_hash": self.hash, "step": self.step,
+            "net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "eval_rows": self.eval_rows, "interval": self._interval,
+        }
+        with atomic_path(self.checkpoint_path()) as tmp:
+            torch.save(state, tmp)
+
+    def try_resume(self) -> bool:
+        """Load the checkpoint if it belongs to this configuration; a stale one is ignored."""
+        path = self.checkpoint_path()
+        if not path.exists():
+            return False
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise InputError(f"{path}: corrupted checkpoint ({exc}); delete it to restart training") from None
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("config_hash") != self.hash:
+            logger.info("%s: checkpoint of another configuration, starting afresh", path)
+            return False
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.eval_rows, self._interval = state["step"], state["eval_rows"], state["interval"]
+        logger.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    # ------------------------------------------------------------------ the run
+    def run(self, *, stop_after: int | None = None) -> None:
+        """Train to ``steps`` (or stop early after ``stop_after`` steps of this call, for tests)."""
+        self.try_resume()
+        p = self.params
+        start, begun = self.step, time.monotonic()
+        with Progress(p["steps"], f"train {self.task}/{self.model}", "step", initial=self.step) as bar:
+            while self.step < p["steps"]:
+                if stop_after is not None and self.step - start >= stop_after:
+                    return
+                stats = self.train_step()
+                self._interval.append(stats)
+                bar.update(1, loss=stats["loss_hamming"], sat=stats["saturation"])
+                if self.step % p["eval_every"] == 0 or self.step == p["steps"]:
+                    rows = self.evaluate()
+                    self.eval_rows.extend(rows)
+                    valid = rows[-1]
+                    logger.info("step %d: valid recall@0 %.4f precision@0 %.4f worst entropy(4) %.3f",
+                                self.step, valid["recall_r0"], valid["precision_r0"], valid["worst_entropy_4"])
+                if self.step % p["checkpoint_every"] == 0 or self.step == p["steps"]:
+                    self.save_checkpoint()
+        elapsed = time.monotonic() - begun
+        if self.step > start:
+            logger.info("%d steps in %.1f s (%.3f s per step)", self.step - start, elapsed,
+                        elapsed / (self.step - start))
+
+    def save(self, model_path, eval_log_path) -> None:
+        import pandas as pd
+        import pyarrow as pa
+
+        save_model(self.net, self.resolved, model_path)
+        frame = pd.DataFrame(self.eval_rows)
+        columns = [c for c in EVAL_LOG_COLUMNS if c in frame] + [c for c in frame if c not in EVAL_LOG_COLUMNS]
+        write_table(pa.Table.from_pandas(frame[columns], preserve_index=False), eval_log_path)
+
+
+def save_model(net: torch.nn.Module, config: dict, path) -> None:
+    """Write ``model.pt``: the state dict and the resolved config it was trained with."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "state_dict": net.state_dict(), "config": config}, tmp)
+
+
+def load_model(path) -> tuple[torch.nn.Module, dict]:
+    """The trained network of a ``model.pt`` (in evaluation mode) and its resolved config."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: model file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        config = state["config"]
+        net = network_for_task(config["task"], config["nbits"])
+        net.load_state_dict(state["state_dict"])
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: not a valid equihash model file ({exc})") from None
+    return net.eval(), config
+
+
+def train_model(*, task: str, model: str, bank_path, nbits: int, noise_sigma: float, params: dict,
+                checkpoint_dir, model_path, eval_log_path) -> Trainer:
+    """Train (or resume) one model on a bank file and write model.pt and eval_log.parquet."""
+    trainer = Trainer(task=task, model=model, bank_train=read_bank(bank_path, "train"),
+                      bank_valid=read_bank(bank_path, "valid"), nbits=nbits, noise_sigma=noise_sigma,
+                      params=dict(params), checkpoint_dir=checkpoint_dir)
+    trainer.run()
+    trainer.save(model_path, eval_log_path)
+    return trainer

@@ -1,0 +1,42 @@
+"""Install equihash and build its Cython extension (the inverted-index core).
+
+torch is required as ``torch>=2.1``: on a CPU machine install the CPU build first
+(``pip install torch==2.13.0`` here, or ``--index-url .../whl/cpu``); on a GPU machine
+install the CUDA build of your choice first. pip then keeps the torch it finds.
+"""
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, find_packages, setup
+
+extensions = [
+    Extension(
+        "equihash.index._core",
+        ["equihash/index/_core.pyx"],
+        include_dirs=[np.get_include()],
+        extra_compile_args=["-O3"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+]
+
+setup(
+    name="equihash",
+    version="0.1.0",
+    description="Learning deep equihash functions: a reproducible Snakemake pipeline",
+    packages=find_packages(include=["equihash", "equihash.*"]),
+    ext_modules=cythonize(extensions, language_level=3),
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "torch>=2.1",
+        "h5py>=3.8",
+        "pandas>=2.0",
+        "pyarrow>=14",
+        "snakemake>=8.0",
+        "tqdm>=4.60",
+        "pyyaml>=6.0",
+        "mlxtend>=0.23",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["equihash=equihash.cli:main"]},
+)

@@ -1,0 +1,134 @@
+"""The Snakemake workflow end to end on tests/tiny.yaml, in a temporary directory.
+
+One full run (module fixture) is followed by dry-runs that show what a changed
+configuration reruns, a real rerun with another shard count, and bad configurations.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+RUN = "MnistMosaic/ShannonHamming/main/default"
+
+
+def snakemake(workdir: Path, *args, config=TINY, check=True):
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(path), "--cores", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, config=TINY) -> dict[str, int]:
+    """Rule -> job count of a dry-run (its 'Job stats' table)."""
+    out = snakemake(workdir, "-n", config=config)
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return {}
+    stats = text.split("Job stats:")[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"}
+
+
+def with_changes(**paths):
+    """A copy of the tiny config with dotted keys replaced."""
+    config = json.loads(json.dumps(TINY))
+    for dotted, value in paths.items():
+        node = config
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    dry = planned_jobs(workdir)
+    snakemake(workdir)
+    return workdir, dry
+
+
+def test_dry_run_shows_the_whole_dag(run):
+    _, dry = run
+    assert dry == {"all": 1, "prepare_bank": 1, "labels": 1, "train": 1, "encode_shard": 2,
+                   "merge_shards": 1, "encode_queries": 1, "index": 1, "evaluate": 1}
+
+
+def test_full_run_writes_every_artifact_and_metrics(run):
+    workdir, _ = run
+    results = workdir / "results"
+    metrics = json.loads((results / "metrics" / RUN / "metrics.json").read_text())
+    assert list(metrics) == ["task", "model", "variant", "database", "nbits", "database_size",
+                             "internal_collisions", "equidict", "equiset", "binary", "multiprobe"]
+    assert metrics["database_size"] == 3000 and metrics["nbits"] == 64
+    assert [e["lookups"] for e in metrics["multiprobe"]] == [1, 4, 16]
+    assert metrics["multiprobe"][0]["recall"] == metrics["equidict"]["recall"]
+    recalls = [e["recall"] for e in metrics["multiprobe"]]
+    assert recalls == sorted(recalls)  # more lookups never retrieve less
+    assert sum(metrics["binary"]["positive_histogram"]) == 64
+    shards = sorted((results / "fingerprints" / RUN / "shards").iterdir())
+    assert [p.name for p in shards] == ["0-of-2.parquet", "1-of-2.parquet"]
+    assert pq.read_metadata(results / "fingerprints" / RUN / "database.parquet").num_rows == 3000
+    log = pq.read_table(results / "models" / RUN.rsplit("/", 1)[0] / "eval_log.parquet").to_pandas()
+    assert list(log["step"]) == [3, 3, 6, 6] and list(log["split"]) == ["train", "valid"] * 2
+    for rule in ("prepare_bank", "labels", "train", "encode_shard", "merge_shards", "encode_queries",
+                 "index", "evaluate"):
+        assert any((results / "logs" / rule).rglob("*.log")), rule
+    assert not list(results.rglob("*.tmp"))
+
+
+def test_changed_training_parameter_reruns_training_and_downstream_only(run):
+    workdir, _ = run
+    changed = with_changes(tasks__MnistMosaic__models__ShannonHamming__learning_rate=0.002)
+    jobs = planned_jobs(workdir, changed)
+    assert jobs == {"all": 1, "train": 1, "encode_shard": 2, "merge_shards": 1, "encode_queries": 1,
+                    "index": 1, "evaluate": 1}
+
+
+def test_changed_shard_count_reruns_encoding_only_and_merges_identically(run):
+    workdir, _ = run
+    merged = workdir / "results" / "fingerprints" / RUN / "database.parquet"
+    before = merged.read_bytes()
+    metrics_before = (workdir / "results" / "metrics" / RUN / "metrics.json").read_text()
+    changed = with_changes(encode__nb_shards=3)
+    jobs = planned_jobs(workdir, changed)
+    assert jobs == {"all": 1, "encode_shard": 3, "merge_shards": 1, "index": 1, "evaluate": 1}
+    snakemake(workdir, config=changed)
+    assert merged.read_bytes() == before
+    assert (workdir / "results" / "metrics" / RUN / "metrics.json").read_text() == metrics_before
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"tasks__MnistMosaic__nbits": 12}, "multiple of 8"),
+    ({"tasks__MnistMosaic__bogus": 1}, "bogus"),
+    ({"tasks__MnistMosaic__models__ShannonHamming__steps": "many"}, "many"),
+    ({"tasks__MnistMosaic__databases__default__size": -5}, "-5"),
+    ({"tasks__MnistMosaic__bank__splits": {"train": 3, "valid": 100, "test": 100}}, "splits.train"),
+    ({"tasks__MnistMosaic__bank": {"source": "hdf5", "path": "/nonexistent/mnist.hdf5"}},
+     "tasks.MnistMosaic.bank.path"),
+])
+def test_bad_configuration_fails_before_any_job_naming_the_key(tmp_path, change, message):
+    result = snakemake(tmp_path, "-n", config=with_changes(**change), check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_unknown_task_is_named(tmp_path):
+    config = json.loads(json.dumps(TINY))
+    config["tasks"]["Nope"] = config["tasks"]["MnistMosaic"]
+    result = snakemake(tmp_path, "-n", config=config, check=False)
+    assert result.returncode != 0 and "Nope" in result.stdout + result.stderr

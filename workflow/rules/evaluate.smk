@@ -1,0 +1,20 @@
+# Metrics (THESIS.md 9) and prioritised multi-probing (THESIS.md 10).
+
+
+rule evaluate:
+    input:
+        index_dir=INDEX,
+        database_labels=f"{LABELS}/database.parquet",
+        positive_labels=f"{LABELS}/positive_queries.parquet",
+        database=f"{FINGERPRINTS}/database.parquet",
+        positive_queries=f"{FINGERPRINTS}/positive_queries.parquet",
+        negative_queries=f"{FINGERPRINTS}/negative_queries.parquet",
+        triplets=f"{FINGERPRINTS}/triplets.parquet",
+    output:
+        METRICS,
+    params:
+        lookups=config["evaluate"]["multiprobe_lookups"],
+    log:
+        f"{LOGS}/evaluate/{{task}}/{{model}}/{{variant}}/{{db}}.log",
+    script:
+        "../scripts/evaluate.py"

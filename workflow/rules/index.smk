@@ -1,0 +1,12 @@
+# The inverted index (THESIS.md 8): fingerprint -> database positions.
+
+
+rule index:
+    input:
+        f"{FINGERPRINTS}/database.parquet",
+    output:
+        directory(INDEX),
+    log:
+        f"{LOGS}/index/{{task}}/{{model}}/{{variant}}/{{db}}.log",
+    script:
+        "../scripts/index.py"

@@ -1,0 +1,17 @@
+# Database, query and triplet labels (THESIS.md 4).
+
+
+rule labels:
+    input:
+        bank=BANK,
+    output:
+        database=f"{LABELS}/database.parquet",
+        positive_queries=f"{LABELS}/positive_queries.parquet",
+        negative_queries=f"{LABELS}/negative_queries.parquet",
+        negative_pairs=f"{LABELS}/negative_pairs.parquet",
+    params:
+        database=database_config,
+    log:
+        f"{LOGS}/labels/{{task}}/{{db}}.log",
+    script:
+        "../scripts/labels.py"

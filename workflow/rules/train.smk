@@ -1,0 +1,20 @@
+# Training (THESIS.md 6). Checkpoints live beside the model and are not outputs, so a
+# training killed by a time limit resumes from the last one when the rule runs again.
+
+
+rule train:
+    input:
+        bank=BANK,
+    output:
+        model=f"{MODEL}/model.pt",
+        eval_log=f"{MODEL}/eval_log.parquet",
+    params:
+        model=model_params,
+        nbits=lambda w: task_config(w)["nbits"],
+        noise_sigma=lambda w: task_config(w)["noise_sigma"],
+        checkpoint_dir=f"{MODEL}/checkpoints",
+    threads: workflow.cores
+    log:
+        f"{LOGS}/train/{{task}}/{{model}}/{{variant}}.log",
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,5 @@
+from equihash.index import InvertedIndex
+from equihash.progress import setup_logging
+
+setup_logging(snakemake.log[0])
+InvertedIndex.from_parquet(snakemake.input[0]).save(snakemake.output[0])

@@ -1,0 +1,18 @@
+import torch
+
+from equihash.progress import setup_logging
+from equihash.train.loop import train_model
+
+setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+train_model(
+    task=snakemake.wildcards.task,
+    model=snakemake.wildcards.model,
+    bank_path=snakemake.input.bank,
+    nbits=snakemake.params.nbits,
+    noise_sigma=snakemake.params.noise_sigma,
+    params=snakemake.params.model,
+    checkpoint_dir=snakemake.params.checkpoint_dir,
+    model_path=snakemake.output.model,
+    eval_log_path=snakemake.output.eval_log,
+)
