@@ -1,0 +1,1 @@
+"""Training objectives (one module each), the training loop and evaluation during training."""

@@ -1,0 +1,105 @@
+"""The training loop: checkpoints, exact resumption, the two-pass step, model files."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from equihash.io import InputError
+from equihash.train.loop import Trainer, load_model
+
+PARAMS = {
+    "seed": 0, "steps": 4, "batch_size": 4, "batches_per_step": 2, "learning_rate": 1e-3,
+    "clip_value": 10.0, "recompute_forward": False, "eval_every": 2, "eval_size": 16,
+    "checkpoint_every": 2,
+    "objective": {"hamming_weight": 1.0, "shannon_weight": 0.01, "tuple_size": 3, "gradient": "normal",
+                  "prior": 1.0, "huber_slope": 0.0, "huber_knee": 9.0, "saturation": 9.0},
+}
+BANK = np.random.default_rng(0).integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
+
+
+def trainer(checkpoint_dir, **changes):
+    return Trainer(task="MnistMosaic", model="ShannonHamming", bank_train=BANK, bank_valid=BANK[:20],
+                   nbits=16, noise_sigma=0.2, params={**PARAMS, **changes}, checkpoint_dir=checkpoint_dir)
+
+
+def assert_same_state(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def test_killed_training_resumes_bit_identical(tmp_path):
+    whole = trainer(tmp_path / "whole")
+    whole.run()
+    # killed after step 3: the last checkpoint is step 2, step 3 is redone on resumption
+    killed = trainer(tmp_path / "killed")
+    killed.run(stop_after=3)
+    assert killed.step == 3
+    resumed = trainer(tmp_path / "killed")
+    assert resumed.try_resume() and resumed.step == 2
+    resumed.run()
+    assert resumed.step == 4
+    assert_same_state(whole.net, resumed.net)
+    assert resumed.eval_rows == whole.eval_rows
+    for group_a, group_b in zip(whole.optimizer.state_dict()["state"].values(),
+                                resumed.optimizer.state_dict()["state"].values()):
+        assert all(torch.equal(group_a[k], group_b[k]) for k in group_a)
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
+    trainer(tmp_path).run(stop_after=2)
+    assert not trainer(tmp_path, learning_rate=2e-3).try_resume()
+    assert trainer(tmp_path).try_resume()
+
+
+def test_corrupted_checkpoint_is_named(tmp_path):
+    t = trainer(tmp_path)
+    t.checkpoint_path().parent.mkdir(parents=True, exist_ok=True)
+    t.checkpoint_path().write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="last.pt: corrupted checkpoint"):
+        t.try_resume()
+
+
+def test_recomputed_forward_gives_the_same_parameter_update(tmp_path):
+    kept, recomputed = trainer(tmp_path / "a"), trainer(tmp_path / "b", recompute_forward=True)
+    kept.train_step()
+    recomputed.train_step()
+    for (name, a), b in zip(kept.net.named_parameters(), recomputed.net.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_step_statistics_and_training_data_are_keyed(tmp_path):
+    t = trainer(tmp_path)
+    assert torch.equal(t.step_instances(3), trainer(tmp_path).step_instances(3))
+    assert not torch.equal(t.step_instances(3), t.step_instances(4))
+    stats = t.train_step()
+    assert set(stats) >= {"loss_hamming", "entropy", "saturation", "clipped_share",
+                          "grad_norm_hamming", "grad_norm_shannon", "grad_norm_huber"}
+    assert 0 <= stats["clipped_share"] <= 1 and 0 <= stats["saturation"] <= 1
+    # C(16, 3) = 560 triples of at most 3 bits of entropy each
+    assert 0 < stats["entropy"] <= 560 * 3
+
+
+def test_saved_model_and_eval_log(tmp_path):
+    t = trainer(tmp_path / "ckpt")
+    t.run()
+    t.save(tmp_path / "model.pt", tmp_path / "eval_log.parquet")
+    net, config = load_model(tmp_path / "model.pt")
+    assert config["nbits"] == 16 and config["learning_rate"] == 1e-3 and not net.training
+    assert_same_state(net, t.net)
+    log = pq.read_table(tmp_path / "eval_log.parquet").to_pandas()
+    assert list(log.columns[:4]) == ["step", "split", "recall_r0", "recall_r1"]
+    assert list(log["step"]) == [2, 2, 4, 4] and list(log["split"]) == ["train", "valid"] * 2
+    assert {"worst_entropy_4", "unique_codes", "loss_hamming", "clipped_share"} <= set(log.columns)
+    assert ((log["recall_r0"] <= log["recall_r1"]) & (log["recall_r1"] <= log["recall_r2"])).all()
+
+
+def test_unknown_model_and_bad_model_file(tmp_path):
+    with pytest.raises(InputError, match="unknown model 'Nope'"):
+        Trainer(task="MnistMosaic", model="Nope", bank_train=BANK, bank_valid=BANK, nbits=16,
+                noise_sigma=0.2, params=PARAMS, checkpoint_dir=tmp_path)
+    (tmp_path / "model.pt").write_bytes(b"junk")
+    with pytest.raises(InputError, match="model.pt: not a valid equihash model file"):
+        load_model(tmp_path / "model.pt")
