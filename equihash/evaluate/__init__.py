@@ -1,0 +1,25 @@
+"""Evaluation: the metrics of THESIS.md section 9 (equidict, equiset, binary, multi-probing)."""
+
+from equihash.evaluate.metrics import (
+    CSR,
+    RADII,
+    binary_metrics,
+    equidict,
+    equiset,
+    hamming_distances,
+    internal_collisions,
+    metrics_document,
+    multiprobe_entry,
+)
+
+__all__ = [
+    "CSR",
+    "RADII",
+    "binary_metrics",
+    "equidict",
+    "equiset",
+    "hamming_distances",
+    "internal_collisions",
+    "metrics_document",
+    "multiprobe_entry",
+]

@@ -1,0 +1,98 @@
+"""Encoding: shards, their merge, queries and triplets (THESIS.md 7)."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from equihash.data.keyed import KeyedRandom
+from equihash.data.labels import write_labels
+from equihash.encode import Encoder, encode_database_shard, encode_queries, merge_shards, shard_range
+from equihash.io import InputError, read_columns, read_labels
+from equihash.nn import MnistMosaicCNN
+from equihash.train.loop import pack_codes, save_model
+
+BANK = np.random.default_rng(1).integers(0, 256, size=(30, 28, 28), dtype=np.uint8)
+N = 700
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("encode")
+    torch.manual_seed(0)
+    save_model(MnistMosaicCNN(16), {"task": "MnistMosaic", "nbits": 16, "noise_sigma": 0.2}, root / "model.pt")
+    write_labels(root / "labels", bank_size=len(BANK), m=4, n_database=N, n_positive=20, n_negative=20,
+                 n_pairs=20, seed=0, split="test")
+    return root, Encoder(root / "model.pt", BANK, batch_size=128)
+
+
+def merged(root, encoder, nb_shards):
+    paths = [root / f"{nb_shards}" / f"{i}-of-{nb_shards}.parquet" for i in range(nb_shards)]
+    for i, path in enumerate(paths):
+        encode_database_shard(encoder, root / "labels" / "database.parquet", seed=0, split="test", shard=i,
+                              nb_shards=nb_shards, out_path=path)
+    out = root / f"merged-{nb_shards}.parquet"
+    assert merge_shards(paths, out, nbytes=2) == N
+    return out
+
+
+@pytest.mark.parametrize("n, nb_shards", [(0, 1), (1, 3), (10, 3), (700, 7), (5, 8)])
+def test_shard_ranges_tile_the_database(n, nb_shards):
+    ranges = [shard_range(n, i, nb_shards) for i in range(nb_shards)]
+    assert ranges[0][0] == 0 and ranges[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert max(b - a for a, b in ranges) - min(b - a for a, b in ranges) <= 1
+    with pytest.raises(InputError, match="shard index"):
+        shard_range(n, nb_shards, nb_shards)
+
+
+def test_merged_database_is_byte_identical_for_any_shard_count(setup):
+    root, encoder = setup
+    one, three, seven = (merged(root, encoder, s) for s in (1, 3, 7))
+    assert one.read_bytes() == three.read_bytes() == seven.read_bytes()
+    columns = read_columns(one, {"id": pq.read_schema(one).field("id").type,
+                                 "code": pq.read_schema(one).field("code").type})
+    np.testing.assert_array_equal(columns["id"], np.arange(N))
+    # the fingerprints are those of instance i of the database stream, packed MSB first
+    labels = read_labels(root / "labels" / "database.parquet")
+    logits = encoder.logits(labels[:50], KeyedRandom(0, "test", "database"), np.arange(50))
+    np.testing.assert_array_equal(columns["code"][:50], np.packbits(logits > 0, axis=1))
+
+
+def test_fingerprint_does_not_depend_on_where_a_batch_starts(setup):
+    _, encoder = setup
+    labels = np.random.default_rng(2).integers(0, len(BANK), size=(300, 4), dtype=np.uint32)
+    rng = KeyedRandom(0, "test", "database")
+    whole = encoder.logits(labels, rng, np.arange(300))
+    tail = encoder.logits(labels[77:], rng, np.arange(77, 300))
+    np.testing.assert_array_equal(whole[77:], tail)
+
+
+def test_merge_rejects_a_gap_in_ids(setup):
+    root, encoder = setup
+    merged(root, encoder, 3)
+    with pytest.raises(InputError, match="2-of-3.parquet: ids must continue the contiguous range at 233"):
+        merge_shards([root / "3" / "0-of-3.parquet", root / "3" / "2-of-3.parquet", root / "3" / "1-of-3.parquet"],
+                     root / "bad.parquet", nbytes=2)
+    assert not (root / "bad.parquet").exists()
+
+
+def test_queries_and_triplets(setup):
+    root, encoder = setup
+    out = {name: root / f"{name}.parquet" for name in ("pos", "neg", "trip")}
+    encode_queries(encoder, root / "labels", seed=0, split="test", out_positive=out["pos"],
+                   out_negative=out["neg"], out_triplets=out["trip"])
+    schema = pq.read_schema(out["pos"])
+    assert [str(t) for t in schema.types] == ["uint64", "fixed_size_binary[2]", "fixed_size_list<element: float>[16]"]
+    pos = read_columns(out["pos"], {name: schema.field(name).type for name in schema.names})
+    labels = read_labels(root / "labels" / "positive_queries.parquet")
+    expected = encoder.logits(labels, KeyedRandom(0, "test", "positive_queries"), np.arange(len(labels)))
+    np.testing.assert_array_equal(pos["logits"], expected)
+    np.testing.assert_array_equal(pos["code"], pack_codes(expected))
+    trip = pq.read_table(out["trip"])
+    assert trip.column_names == ["anchor", "positive", "negative"] and trip.num_rows == 20
+    # anchor and positive are two different noisy instances of the same label
+    anchors = read_columns(out["trip"], {"anchor": trip.schema.field("anchor").type})["anchor"]
+    pair_labels = read_labels(root / "labels" / "negative_pairs.parquet", column="anchor")
+    direct = encoder.logits(pair_labels, KeyedRandom(0, "test", "triplet_anchor"), np.arange(20))
+    np.testing.assert_array_equal(anchors, pack_codes(direct))
