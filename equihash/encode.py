@@ -20,13 +20,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from equihash.codes import pack_codes
 from equihash.data.keyed import KeyedRandom
 from equihash.data.mosaic import task_class
 from equihash.io import (InputError, atomic_path, check_schema, codes_array, column_to_numpy, fingerprint_schema,
                          labels_type, logits_array, query_schema, read_label_rows, read_labels,
                          triplet_schema, write_table)
+from equihash.nn.cpu import keep_freed_memory
 from equihash.progress import Progress
-from equihash.train.loop import load_model, pack_codes
+from equihash.train.loop import load_model
 
 ROW_GROUP = 1 << 20  # rows per Parquet row group of fingerprint files
 FORWARD_BATCH = 256  # part of the fingerprint definition; measured fastest on 2 CPU cores (benchmarks/encode.py)
@@ -43,6 +45,7 @@ class Encoder:
     """A trained network and its task's mosaic: labels -> logits for keyed instances."""
 
     def __init__(self, model_path, bank: np.ndarray, batch_size: int = FORWARD_BATCH):
+        keep_freed_memory()
         self.net, self.config = load_model(model_path)
         self.net = self.net.to(memory_format=torch.channels_last)
         self.mosaic = task_class(self.config["task"])(bank, sigma=self.config["noise_sigma"])

@@ -10,7 +10,8 @@ from equihash.data.labels import write_labels
 from equihash.encode import Encoder, encode_database_shard, encode_queries, merge_shards, shard_range
 from equihash.io import InputError, read_columns, read_labels
 from equihash.nn import MnistMosaicCNN
-from equihash.train.loop import pack_codes, save_model
+from equihash.codes import pack_codes
+from equihash.train.loop import save_model
 
 BANK = np.random.default_rng(1).integers(0, 256, size=(30, 28, 28), dtype=np.uint8)
 N = 700

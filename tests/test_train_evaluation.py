@@ -6,10 +6,10 @@ from itertools import combinations
 import numpy as np
 import pytest
 
+from equihash.codes import hamming_distances
 from equihash.train.evaluation import (
     EVAL_LOG_COLUMNS,
     FIGURE_COLUMNS,
-    hamming_distances,
     subset_families,
     subset_family,
     training_figures,

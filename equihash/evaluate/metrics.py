@@ -26,13 +26,11 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from equihash.codes import check_codes, hamming_distances
 from equihash.io import InputError
 
 #: Hamming radii d of r@d and f@d (THESIS.md 9, binary metrics).
 RADII = (0, 1, 2, 3)
-
-#: Number of set bits of every byte value (fallback popcount for numpy < 2).
-_POPCOUNT_TABLE = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint8)
 
 _EQUIDICT_KEYS = (
     "recall",
@@ -109,14 +107,6 @@ def _check_csr(csr, name: str) -> tuple[np.ndarray, np.ndarray]:
     else:
         positions = np.zeros(0, dtype=np.int64)
     return offsets, positions
-
-
-def _check_codes(codes, name: str) -> np.ndarray:
-    codes = np.asarray(codes)
-    if codes.ndim != 2 or codes.dtype != np.uint8 or codes.shape[1] == 0:
-        raise InputError(f"{name}: fingerprints must be an (n, B) uint8 array with B >= 1 "
-                         f"(got shape {codes.shape}, dtype {codes.dtype})")
-    return codes
 
 
 # --------------------------------------------------------------------------- database
@@ -241,7 +231,7 @@ def internal_collisions(codes, labels) -> int:
     B = 8 the extra memory is about 9 bytes per database position plus about 60 bytes per
     member; pair counts are exact for N < 2**32.
     """
-    codes = _check_codes(codes, "internal_collisions codes")
+    codes = check_codes(codes, "internal_collisions codes")
     labels = np.asarray(labels)
     if labels.ndim == 1:
         labels = labels[:, None]
@@ -385,25 +375,6 @@ def multiprobe_entry(lookups: int, retrieved_positive, ground_truth,
 
 
 # --------------------------------------------------------------------------- binary metrics
-def _row_popcount(x: np.ndarray, *, use_table: bool = False) -> np.ndarray:
-    """Number of set bits of each row of an (n, B) uint8 array, as int64."""
-    if use_table or not hasattr(np, "bitwise_count"):
-        return _POPCOUNT_TABLE[x].sum(axis=1, dtype=np.int64)
-    if x.shape[1] % 8 == 0:
-        x = np.ascontiguousarray(x).view(np.uint64)  # 8 bytes per popcount instruction
-    return np.bitwise_count(x).sum(axis=1, dtype=np.int64)
-
-
-def hamming_distances(a, b) -> np.ndarray:
-    """Hamming distance between corresponding fingerprints: ``(n, B)`` uint8 twice -> (n,) int64."""
-    a = _check_codes(a, "hamming_distances a")
-    b = _check_codes(b, "hamming_distances b")
-    if a.shape != b.shape:
-        raise InputError(f"hamming_distances: a has shape {a.shape} but b has {b.shape}; "
-                         "expected equal shapes")
-    return _row_popcount(np.bitwise_xor(a, b))
-
-
 def binary_metrics(anchor, positive, negative) -> dict:
     """Binary metrics of the triplets (THESIS.md 9).
 
@@ -413,7 +384,7 @@ def binary_metrics(anchor, positive, negative) -> dict:
     ``positive_histogram`` / ``negative_histogram`` with k + 1 plain-int counts (index =
     distance). Rates over zero triplets are 0.0.
     """
-    anchor = _check_codes(anchor, "binary_metrics anchor")
+    anchor = check_codes(anchor, "binary_metrics anchor")
     if np.asarray(positive).shape != anchor.shape or np.asarray(negative).shape != anchor.shape:
         raise InputError(f"binary_metrics: anchor, positive and negative must have one shape "
                          f"(got {anchor.shape}, {np.asarray(positive).shape}, "

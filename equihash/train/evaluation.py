@@ -36,6 +36,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from equihash.codes import check_codes, hamming_distances
 from equihash.data.keyed import KeyedRandom
 
 #: Hamming radii of the recall and precision figures.
@@ -117,21 +118,6 @@ def subset_families(k: int, seed: int, sizes=ENTROPY_SUBSET_SIZES) -> dict[int, 
 
 
 # --------------------------------------------------------------------------- figures
-def _check_codes(codes, name: str) -> np.ndarray:
-    codes = np.asarray(codes)
-    if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
-        raise ValueError(
-            f"{name}: expected a non-empty (n, B) uint8 array of packed fingerprints, "
-            f"got dtype {codes.dtype} and shape {codes.shape}"
-        )
-    return codes
-
-
-def hamming_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise Hamming distance of two (n, B) uint8 packed code arrays, as int64 (n,)."""
-    return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=1, dtype=np.int64)
-
-
 def worst_entropy(codes: np.ndarray, family: np.ndarray, *, max_chunk_elements: int = _MAX_CHUNK_ELEMENTS) -> float:
     """Worst entropy (bits) of the empirical code distribution restricted to s bits.
 
@@ -144,7 +130,7 @@ def worst_entropy(codes: np.ndarray, family: np.ndarray, *, max_chunk_elements: 
     (in chunks of subsets of at most ``max_chunk_elements`` cells) and counted with one
     ``bincount`` on ``value + 2**s * subset``.
     """
-    codes = _check_codes(codes, "worst_entropy codes")
+    codes = check_codes(codes, "worst_entropy codes")
     family = np.asarray(family)
     k = 8 * codes.shape[1]
     if family.ndim != 2 or family.shape[0] == 0 or family.shape[1] == 0 or family.dtype.kind not in "iu":
@@ -188,9 +174,9 @@ def training_figures(anchor: np.ndarray, positive: np.ndarray, negative: np.ndar
     See the module docstring for the definitions; a precision with no pair within the
     radius is 0.0.
     """
-    anchor = _check_codes(anchor, "anchor")
-    positive = _check_codes(positive, "positive")
-    negative = _check_codes(negative, "negative")
+    anchor = check_codes(anchor, "anchor")
+    positive = check_codes(positive, "positive")
+    negative = check_codes(negative, "negative")
     if not anchor.shape == positive.shape == negative.shape:
         raise ValueError(f"triplet codes: anchor, positive and negative must have one shape, got {anchor.shape}, {positive.shape}, {negative.shape}")
     if sorted(families) != list(ENTROPY_SUBSET_SIZES):

@@ -28,9 +28,11 @@ import torch
 
 from equihash.data.banks import read_bank
 from equihash.data.keyed import KeyedRandom
+from equihash.codes import pack_codes
 from equihash.data.mosaic import distinct_labels, task_class
 from equihash.io import InputError, atomic_path, write_table
 from equihash.nn import network_for_task
+from equihash.nn.cpu import keep_freed_memory
 from equihash.progress import Progress, logger
 from equihash.train.evaluation import EVAL_LOG_COLUMNS, subset_family, training_figures
 from equihash.train.shannon_hamming import ShannonHamming
@@ -42,13 +44,6 @@ OBJECTIVES = {"ShannonHamming": ShannonHamming}
 def config_hash(obj) -> str:
     """Stable short hash of a JSON-serialisable configuration."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def pack_codes(logits: torch.Tensor | np.ndarray) -> np.ndarray:
-    """(..., k) logits -> (..., k/8) uint8 fingerprints, bit b = logit_b > 0, MSB first."""
-    if isinstance(logits, torch.Tensor):
-        logits = logits.detach().cpu().numpy()
-    return np.packbits(logits > 0, axis=-1)
 
 
 class EvalSet:
@@ -99,8 +94,9 @@ class Trainer:
         self.labels_rng = KeyedRandom(self.seed, "train", "train_labels")
         self.noise_rng = KeyedRandom(self.seed, "train", "train_noise")
         self.objective = OBJECTIVES[model](**params["objective"])
+        keep_freed_memory()
         torch.manual_seed(self.seed)
-        self.net = network_for_task(task, nbits)
+        self.net = network_for_task(task, nbits).to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=params["learning_rate"])
         self.checkpoint_dir = Path(checkpoint_dir)
         self.step = 0

