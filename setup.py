@@ -27,7 +27,7 @@ setup(
     ext_modules=cythonize(extensions, language_level=3),
     python_requires=">=3.10",
     install_requires=[
-        "numpy>=1.24",
+        "numpy>=2.0",
         "torch>=2.1",
         "h5py>=3.8",
         "pandas>=2.0",

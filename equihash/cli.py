@@ -228,13 +228,10 @@ def run_train(args) -> None:
 def run_encode_shard(args) -> None:
     """Fingerprint one contiguous shard of the database (THESIS.md 7)."""
     from equihash.encode import encode_database_shard, shard_range
-    from equihash.io import check_schema, labels_type
 
     shard_range(0, args.shard, args.nb_shards)  # a bad shard index fails before the model loads
     set_threads(args)
-    encoder = encoder_for(args)
-    check_schema(args.labels, {"labels": labels_type(encoder.mosaic.cells)})
-    encode_database_shard(encoder, args.labels, seed=args.seed, split=args.split, shard=args.shard,
+    encode_database_shard(encoder_for(args), args.labels, seed=args.seed, split=args.split, shard=args.shard,
                           nb_shards=args.nb_shards, out_path=args.out)
 
 

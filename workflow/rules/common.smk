@@ -1,5 +1,5 @@
 # Paths, config look-ups and input functions shared by the rules.
-from equihash.config import check_config
+from equihash.config import bank_request, check_config
 
 check_config(config)
 

@@ -12,7 +12,7 @@ rule prepare_bank:
     output:
         BANK,
     params:
-        bank=lambda w: task_config(w)["bank"],
+        bank=lambda w: bank_request(task_config(w)["bank"]),
     log:
         f"{LOGS}/prepare_bank/{{task}}.log",
     script:

