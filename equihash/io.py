@@ -125,15 +125,20 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array, *, path="?", name="?") -
     return column.to_numpy(zero_copy_only=False)
 
 
-def check_schema(path, expected: dict[str, pa.DataType]) -> None:
-    """Check that a Parquet file exists and has each named column with its type."""
+def read_schema(path) -> pa.Schema:
+    """The Arrow schema of a Parquet file, or InputError when it is missing or unreadable."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
     try:
-        schema = pq.read_schema(path)
+        return pq.read_schema(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def check_schema(path, expected: dict[str, pa.DataType]) -> None:
+    """Check that a Parquet file exists and has each named column with its type."""
+    schema = read_schema(path)
     for name, kind in expected.items():
         if name not in schema.names:
             raise InputError(f"{path}: missing column '{name}' (expected {kind})")

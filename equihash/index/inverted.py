@@ -41,9 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from equihash.io import InputError, atomic_path, read_columns
+from equihash.io import InputError, atomic_path, read_columns, read_schema
 
 from . import _core
 from .multiprobe import _check_logits, multiprobe_lookup
@@ -153,12 +152,7 @@ class InvertedIndex:
         """Index a merged fingerprint database (columns ``id`` uint64 = 0..N-1 in order,
         ``code`` fixed_size_binary[B]; shared/ARTIFACTS.md)."""
         path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: file not found")
-        try:
-            schema = pq.read_schema(path)
-        except Exception as exc:  # pyarrow raises several types for corrupt files
-            raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+        schema = read_schema(path)
         if "code" not in schema.names:
             raise InputError(f"{path}: missing column 'code' (expected fixed_size_binary[B])")
         kind = schema.field("code").type
