@@ -6,15 +6,16 @@ import json
 from collections import defaultdict
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from equihash.index import InvertedIndex
-from equihash.index import _core
+from equihash.index import InvertedIndex, code_keys
+from equihash.index import inverted as inverted_module
+from equihash.index.inverted import keys_to_codes
 from equihash.io import InputError, codes_array, fingerprint_schema, write_table
 
-import pyarrow as pa
-
 MASK64 = (1 << 64) - 1
+ARRAYS = ("keys", "offsets", "positions", "directory")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -50,8 +51,8 @@ def brute_force(database):
     return table
 
 
-def splitmix64_hash(code: bytes) -> int:
-    """Reference of the documented table hash, in Python integers."""
+def splitmix64_key(code: bytes) -> int:
+    """Reference of the documented key, in Python integers."""
     def mix(x):
         x ^= x >> 30
         x = (x * 0xBF58476D1CE4E5B9) & MASK64
@@ -65,8 +66,14 @@ def splitmix64_hash(code: bytes) -> int:
     return h
 
 
+def assert_same_index(a: InvertedIndex, b: InvertedIndex):
+    assert a.header() == b.header()
+    for name, array in a.arrays().items():
+        assert np.array_equal(np.asarray(array), np.asarray(b.arrays()[name])), name
+
+
 # ----------------------------------------------------------------------------- lookups
-@pytest.mark.parametrize("nbytes", [1, 2, 8, 16])
+@pytest.mark.parametrize("nbytes", [1, 2, 3, 8, 9, 16])
 @pytest.mark.parametrize("n", [0, 1, 2, 500, 5000])
 def test_lookup_matches_brute_force(nbytes, n):
     rng = np.random.default_rng(1000 * nbytes + n)
@@ -76,69 +83,102 @@ def test_lookup_matches_brute_force(nbytes, n):
     queries = query_codes(rng, database, nbytes)
     offsets, positions = index.lookup(queries)
     assert offsets.dtype == np.int64 and offsets.shape == (len(queries) + 1,)
-    assert offsets[0] == 0 and offsets[-1] == len(positions)
+    assert offsets[0] == 0 and offsets[-1] == len(positions) and positions.dtype == np.uint32
     for j, code in enumerate(queries):
-        got = positions[offsets[j]:offsets[j + 1]].tolist()
-        assert got == truth.get(code.tobytes(), [])
-    assert index.size == n and len(index) == n
+        expected = truth.get(code.tobytes(), [])
+        assert positions[offsets[j]:offsets[j + 1]].tolist() == expected
+        if j % 50 == 0:
+            assert index.lookup_one(code).tolist() == expected
+            assert index.lookup_one(code.tobytes()).tolist() == expected
+    assert index.size == n and len(index) == n and index.database_size == n
     assert index.n_unique == len(truth)
     assert index.nbytes == nbytes
 
 
-@pytest.mark.parametrize("nbytes", [1, 2, 8, 16])
+def test_large_batches_split_across_threads_answer_alike():
+    rng = np.random.default_rng(2)
+    database = random_database(rng, 30_000, 8)
+    index = InvertedIndex.build(database)
+    queries = np.concatenate([query_codes(rng, database, 8, 40_000)])  # 120000 >= MIN_PARALLEL
+    one = index.lookup(queries, threads=1)
+    for threads in (2, 3, 7):
+        many = index.lookup(queries, threads=threads)
+        assert np.array_equal(one[0], many[0]) and np.array_equal(one[1], many[1])
+    truth = brute_force(database)
+    expected = sum(len(truth.get(code.tobytes(), [])) for code in queries)
+    assert one[0][-1] == expected
+
+
+@pytest.mark.parametrize("nbytes", [1, 8, 16])
 def test_layout_invariants(nbytes):
     rng = np.random.default_rng(nbytes)
     database = random_database(rng, 3000, nbytes)
     index = InvertedIndex.build(database)
-    keys, offsets, positions, slots = index.keys, index.offsets, index.positions, index.slots
-    assert positions.dtype == np.uint32 and slots.dtype == np.int32 and offsets.dtype == np.int64
-    # keys: distinct, in increasing lexicographic byte order
-    as_bytes = [key.tobytes() for key in keys]
-    assert as_bytes == sorted(set(as_bytes))
+    keys, offsets, positions, directory = index.keys, index.offsets, index.positions, index.directory
+    assert keys.dtype == np.uint64 and positions.dtype == np.uint32
+    assert offsets.dtype == np.uint32 and directory.dtype == np.uint32
+    fingerprints = index.fingerprints
+    assert (index.stored_fingerprints is None) == (nbytes <= 8)
+    # keys: the documented key of each distinct fingerprint, increasing (ties by code bytes)
+    assert keys.tolist() == [splitmix64_key(code.tobytes()) for code in fingerprints]
+    order = sorted(range(len(keys)), key=lambda u: (int(keys[u]), fingerprints[u].tobytes()))
+    assert order == list(range(len(keys)))
+    assert len({code.tobytes() for code in fingerprints}) == len(keys) == len(brute_force(database))
     # CSR: the posting lists partition 0..N-1, increasing inside each list, codes match
-    assert offsets[0] == 0 and offsets[-1] == len(database) and np.all(np.diff(offsets) > 0)
+    assert offsets[0] == 0 and offsets[-1] == len(database) and np.all(np.diff(offsets.astype(np.int64)) > 0)
     assert np.array_equal(np.sort(positions), np.arange(len(database)))
     for u in range(len(keys)):
         group = positions[offsets[u]:offsets[u + 1]]
         assert np.all(np.diff(group.astype(np.int64)) > 0)
-        assert np.all(database[group] == keys[u])
-    # hash table: power of two >= 2U, each key exactly once, found along its probe chain
-    capacity = len(slots)
-    assert capacity & (capacity - 1) == 0 and capacity >= 2 * len(keys) > capacity // 2
-    assert np.array_equal(np.sort(slots[slots >= 0]), np.arange(len(keys)))
-    hashes = _core.code_hashes(keys)
-    for u in range(0, len(keys), 37):
-        s = int(hashes[u]) & (capacity - 1)
-        while slots[s] != u:
-            assert slots[s] >= 0, "empty slot before the key on its probe chain"
-            s = (s + 1) & (capacity - 1)
+        assert np.all(database[group] == fingerprints[u])
+    # directory: 2**b + 1 entries, b the largest with 4 * 2**b <= U; entry t = first key of bucket >= t
+    b = index.directory_bits
+    assert len(directory) == 2**b + 1 and 4 * 2**b <= len(keys) < 8 * 2**b
+    buckets = keys >> np.uint64(64 - b) if b else np.zeros(len(keys), np.uint64)
+    assert directory.tolist() == np.searchsorted(buckets, np.arange(2**b + 1)).tolist()
 
 
-@pytest.mark.parametrize("nbytes", [1, 3, 8, 16])
-def test_hash_and_slots_follow_documented_format(nbytes):
-    rng = np.random.default_rng(7 + nbytes)
-    database = rng.integers(0, 256, size=(200, nbytes), dtype=np.uint8)
-    index = InvertedIndex.build(database)
-    reference = [splitmix64_hash(key.tobytes()) for key in index.keys]
-    assert _core.code_hashes(index.keys).tolist() == reference
-    # re-insert the keys in order with linear probing, in Python
-    capacity = index.capacity
-    slots = [-1] * capacity
-    for u, h in enumerate(reference):
-        s = h & (capacity - 1)
-        while slots[s] >= 0:
-            s = (s + 1) & (capacity - 1)
-        slots[s] = u
-    assert index.slots.tolist() == slots
+@pytest.mark.parametrize("nbytes", [1, 3, 8])
+def test_short_keys_are_invertible(nbytes):
+    rng = np.random.default_rng(40 + nbytes)
+    codes = rng.integers(0, 256, size=(1000, nbytes), dtype=np.uint8)
+    keys = code_keys(codes)
+    assert keys.tolist() == [splitmix64_key(code.tobytes()) for code in codes]
+    assert np.array_equal(keys_to_codes(keys, nbytes), codes)
+    if nbytes == 1:  # a bijection: 256 distinct codes, 256 distinct keys
+        assert len(np.unique(code_keys(np.arange(256, dtype=np.uint8)[:, None]))) == 256
+
+
+def test_equal_keys_of_distinct_long_codes_are_told_apart():
+    """B > 8: keys are hashes; codes sharing a key (a collision, forced here) become
+    separate posting lists ordered by code bytes, and lookups compare the bytes."""
+    a = np.arange(16, dtype=np.uint8)
+    b = a.copy()
+    b[0] = 0  # b < a in byte order (a[0] = 0 too: make them differ later)
+    a[3], b[3] = 9, 2
+    codes = np.stack([a, b, a, b, b, a])
+    key = np.uint64(splitmix64_key(a.tobytes()))
+    keys = np.full(len(codes), key, dtype=np.uint64)  # b pretends to hash like a
+    values = np.arange(len(codes), dtype=np.uint32)
+    out_keys, offsets, positions, fingerprints = inverted_module._posting_lists(keys, values, 1, 16, codes=codes)
+    assert out_keys.tolist() == [int(key), int(key)]
+    assert offsets.tolist() == [0, 3, 6]
+    assert positions.tolist() == [1, 3, 4, 0, 2, 5]
+    assert np.array_equal(fingerprints, np.stack([b, a]))
+    index = InvertedIndex(out_keys, offsets, positions, inverted_module._directory(out_keys, 0, np.uint32),
+                          fingerprints, nbytes=16)
+    assert index.lookup_one(a).tolist() == [0, 2, 5]  # the scan passes b's entry of equal key
+    assert index.lookup(a[None, :])[1].tolist() == [0, 2, 5]
 
 
 def test_known_answer_by_hand():
     database = np.array([[3], [1], [3], [2], [1], [3]], dtype=np.uint8)
     index = InvertedIndex.build(database)
-    assert index.keys.ravel().tolist() == [1, 2, 3]
-    assert index.offsets.tolist() == [0, 2, 3, 6]
-    assert index.positions.tolist() == [1, 4, 3, 0, 2, 5]
-    assert index.capacity == 8
+    assert sorted(index.fingerprints.ravel().tolist()) == [1, 2, 3]
+    lists = {int(code[0]): index.positions[index.offsets[u]:index.offsets[u + 1]].tolist()
+             for u, code in enumerate(index.fingerprints)}
+    assert lists == {1: [1, 4], 2: [3], 3: [0, 2, 5]}
+    assert index.directory.tolist() == [0, 3] and index.directory_bits == 0
     offsets, positions = index.lookup(np.array([[3], [0], [1], [3], [2]], dtype=np.uint8))
     assert offsets.tolist() == [0, 3, 3, 5, 8, 9]
     assert positions.tolist() == [0, 2, 5, 1, 4, 0, 2, 5, 3]
@@ -148,9 +188,10 @@ def test_known_answer_by_hand():
 
 def test_empty_and_single_code():
     empty = InvertedIndex.build(np.zeros((0, 8), dtype=np.uint8))
-    assert (empty.size, empty.n_unique, empty.capacity) == (0, 0, 1)
+    assert (empty.size, empty.n_unique, empty.directory.tolist()) == (0, 0, [0, 0])
     offsets, positions = empty.lookup(np.zeros((3, 8), dtype=np.uint8))
     assert offsets.tolist() == [0, 0, 0, 0] and len(positions) == 0
+    assert empty.lookup_one(bytes(8)).tolist() == []
     single = InvertedIndex.build(np.full((1, 2), 0xAB, dtype=np.uint8))
     assert single.lookup_one(b"\xab\xab").tolist() == [0]
     assert single.lookup_one(b"\xab\xaa").tolist() == []
@@ -158,16 +199,53 @@ def test_empty_and_single_code():
     assert offsets.tolist() == [0] and len(positions) == 0
 
 
-def test_build_is_deterministic(tmp_path):
+def test_one_code_repeated_everywhere():
+    """A degenerate network (every instance on one fingerprint): one posting list of N."""
+    database = np.full((70_000, 8), 0x5A, dtype=np.uint8)
+    database[::1000] = 0  # a second code, interleaved
+    index = InvertedIndex.build(database)
+    assert index.n_unique == 2
+    assert index.lookup_one(database[1]).tolist() == [i for i in range(70_000) if i % 1000]
+    assert index.lookup_one(database[0]).tolist() == list(range(0, 70_000, 1000))
+    # a batch whose postings overflow the first pass's output (2 per query): gathered after
+    offsets, positions = index.lookup(database[[1, 0, 2]])
+    assert offsets.tolist() == [0, 69_930, 70_000, 139_930]
+    assert positions[:69_930].tolist() == positions[70_000:].tolist() == [i for i in range(70_000) if i % 1000]
+    assert positions[69_930:70_000].tolist() == list(range(0, 70_000, 1000))
+
+
+def test_build_is_deterministic_whatever_the_threads(tmp_path):
     rng = np.random.default_rng(3)
-    database = random_database(rng, 2000, 8)
-    first, second = InvertedIndex.build(database), InvertedIndex.build(database.copy())
-    for name in ("keys", "offsets", "positions", "slots"):
-        assert np.array_equal(getattr(first, name), getattr(second, name))
+    database = random_database(rng, 100_000, 8)
+    first = InvertedIndex.build(database, threads=1)
+    for threads in (2, 5):
+        assert_same_index(first, InvertedIndex.build(database.copy(), threads=threads))
     first.save(tmp_path / "a")
-    second.save(tmp_path / "b")
-    for name in ("header.json", "keys.npy", "offsets.npy", "positions.npy", "slots.npy"):
+    InvertedIndex.build(database, threads=4).save(tmp_path / "b")
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["directory.bin", "header.json", "keys.bin", "offsets.bin", "positions.bin"]
+    for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_prefix_index_holds_exactly_its_share():
+    rng = np.random.default_rng(13)
+    database = random_database(rng, 4000, 8)
+    whole = InvertedIndex.build(database)
+    keys = code_keys(database)
+    for prefix in range(8):
+        part = InvertedIndex.build(database, prefix_bits=3, prefix=prefix)
+        mine = (keys >> np.uint64(61)) == prefix
+        assert np.array_equal(np.sort(part.positions), np.flatnonzero(mine))
+        assert part.size == mine.sum() and part.database_size == 4000
+        queries = query_codes(rng, database, 8)
+        got, full = part.lookup(queries), whole.lookup(queries)
+        routed = (code_keys(queries) >> np.uint64(61)) == prefix
+        for j in range(len(queries)):
+            expected = full[1][full[0][j]:full[0][j + 1]].tolist() if routed[j] else []
+            assert got[1][got[0][j]:got[0][j + 1]].tolist() == expected
+    with pytest.raises(InputError, match=r"prefix: expected an integer in \[0, 2\*\*3\), got 8"):
+        InvertedIndex.build(database, prefix_bits=3, prefix=8)
 
 
 def test_wrong_code_width_raises():
@@ -190,20 +268,30 @@ def test_save_load_round_trip(tmp_path, nbytes, mmap):
     database = random_database(rng, 2000, nbytes)
     index = InvertedIndex.build(database)
     index.save(tmp_path / "index")
-    assert sorted(p.name for p in (tmp_path).iterdir()) == ["index"]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no temporary left
     loaded = InvertedIndex.load(tmp_path / "index", mmap=mmap)
-    assert all(isinstance(getattr(loaded, name), np.memmap) == mmap
-               for name in ("keys", "offsets", "positions", "slots"))
+    assert all(isinstance(array, np.memmap) == mmap for array in loaded.arrays().values())
     header = json.loads((tmp_path / "index" / "header.json").read_text())
+    u, b = index.n_unique, index.directory_bits
+    arrays = {"keys": {"file": "keys.bin", "dtype": "<u8", "shape": [u]},
+              "offsets": {"file": "offsets.bin", "dtype": "<u4", "shape": [u + 1]},
+              "positions": {"file": "positions.bin", "dtype": "<u4", "shape": [2000]},
+              "directory": {"file": "directory.bin", "dtype": "<u4", "shape": [2**b + 1]}}
+    if nbytes > 8:
+        arrays["fingerprints"] = {"file": "fingerprints.bin", "dtype": "|u1", "shape": [u, nbytes]}
     assert header == {
-        "format": "equihash-inverted-index", "version": 1, "nbytes": nbytes, "size": 2000,
-        "n_unique": index.n_unique, "capacity": index.capacity, "hash": "splitmix64-le64-words",
-        "dtypes": {"keys": "uint8", "offsets": "int64", "positions": "uint32", "slots": "int32"},
+        "format": "equihash-inverted-index", "version": 2, "nbytes": nbytes, "size": 2000,
+        "database_size": 2000, "n_unique": u, "key": "splitmix64-le64-words", "directory_bits": b,
+        "prefix_bits": 0, "prefix": 0, "index_dtype": "uint32", "arrays": arrays,
     }
+    for name, spec in arrays.items():  # raw little-endian arrays, exactly as documented
+        raw = np.fromfile(tmp_path / "index" / spec["file"], dtype=spec["dtype"]).reshape(spec["shape"])
+        assert np.array_equal(raw, index.arrays()[name])
+    assert_same_index(index, loaded)
     queries = query_codes(rng, database, nbytes)
     expected, got = index.lookup(queries), loaded.lookup(queries)
     assert np.array_equal(expected[0], got[0]) and np.array_equal(expected[1], got[1])
-    assert (loaded.size, loaded.n_unique, loaded.nbytes) == (index.size, index.n_unique, nbytes)
+    assert loaded.memory_usage == sum((tmp_path / "index" / spec["file"]).stat().st_size for spec in arrays.values())
 
 
 def test_save_load_empty(tmp_path):
@@ -212,27 +300,48 @@ def test_save_load_empty(tmp_path):
     assert loaded.size == 0 and loaded.lookup_one(b"\x00\x00").tolist() == []
 
 
-@pytest.mark.parametrize("name", ["keys", "offsets", "positions", "slots"])
-def test_truncated_array_raises(tmp_path, name):
-    database = random_database(np.random.default_rng(5), 1000, 8)
+@pytest.mark.parametrize("name", ["keys", "offsets", "positions", "directory", "fingerprints"])
+def test_truncated_or_padded_array_raises(tmp_path, name):
+    nbytes = 16 if name == "fingerprints" else 8
+    database = random_database(np.random.default_rng(5), 1000, nbytes)
     InvertedIndex.build(database).save(tmp_path / "index")
-    path = tmp_path / "index" / f"{name}.npy"
+    path = tmp_path / "index" / f"{name}.bin"
+    size = path.stat().st_size
     with open(path, "r+b") as handle:
-        handle.truncate(path.stat().st_size - 3)
+        handle.truncate(size - 3)
     for mmap in (True, False):
-        with pytest.raises(InputError, match=rf"{name}\.npy: truncated .*expected .*shape"):
+        with pytest.raises(InputError, match=rf"{name}\.bin: truncated index array '{name}': {size - 3} bytes, "
+                                             rf"expected .*shape .*{size} bytes"):
             InvertedIndex.load(tmp_path / "index", mmap=mmap)
+    with open(path, "r+b") as handle:
+        handle.truncate(size + 8)
+    with pytest.raises(InputError, match=rf"{name}\.bin: too long index array"):
+        InvertedIndex.load(tmp_path / "index")
 
 
 def test_missing_or_bad_header_raises(tmp_path):
-    InvertedIndex.build(np.zeros((3, 8), dtype=np.uint8)).save(tmp_path / "index")
+    InvertedIndex.build(np.arange(24, dtype=np.uint8).reshape(3, 8)).save(tmp_path / "index")
     header_path = tmp_path / "index" / "header.json"
     header = json.loads(header_path.read_text())
-    header_path.write_text(json.dumps(dict(header, version=99)))
-    with pytest.raises(InputError, match=r"header\.json: field 'version' is 99, expected 1"):
-        InvertedIndex.load(tmp_path / "index")
-    header_path.write_text(json.dumps(dict(header, size=4)))  # offsets/positions disagree
-    with pytest.raises(InputError, match=r"positions\.npy: index array 'positions' is uint32 of shape \(3,\)"):
+    cases = [
+        (dict(header, version=1), r"field 'version' is 1, expected 2 \(rebuild"),
+        (dict(header, format="faiss"), r"field 'format' is 'faiss'"),
+        (dict(header, n_unique=4), r"expected n_unique <= size <= database_size"),
+        (dict(header, directory_bits=3), r"field 'directory_bits' is 3, expected 0 for n_unique = 3"),
+        (dict(header, nbytes=16), r"field 'arrays' is .*expected"),
+        (dict(header, index_dtype="int8"), r"field 'index_dtype' is 'int8'"),
+        (dict(header, size=-1), r"field 'size' is -1, expected a non-negative integer"),
+    ]
+    for bad, message in cases:
+        header_path.write_text(json.dumps(bad))
+        with pytest.raises(InputError, match=r"header\.json: " + message):
+            InvertedIndex.load(tmp_path / "index")
+    # a header that agrees with itself but not with the files: the files are named
+    arrays = {name: dict(spec) for name, spec in header["arrays"].items()}
+    arrays["positions"]["shape"] = [4]
+    header_path.write_text(json.dumps(dict(header, size=4, database_size=4, arrays=arrays)))
+    with pytest.raises(InputError, match=r"positions\.bin: truncated index array 'positions': 12 bytes, "
+                                         r"expected uint32 array of shape \(4,\), 16 bytes"):
         InvertedIndex.load(tmp_path / "index")
     header_path.write_text("{not json")
     with pytest.raises(InputError, match=r"header\.json: not valid JSON"):
@@ -244,11 +353,37 @@ def test_missing_or_bad_header_raises(tmp_path):
         InvertedIndex.load(tmp_path / "nowhere")
 
 
+def test_inconsistent_offsets_raise(tmp_path):
+    InvertedIndex.build(np.arange(24, dtype=np.uint8).reshape(3, 8)).save(tmp_path / "index")
+    np.array([0, 1, 2, 2], dtype="<u4").tofile(tmp_path / "index" / "offsets.bin")
+    with pytest.raises(InputError, match=r"offsets\.bin: 'offsets' must run from 0 to 3, got 0 \.\. 2"):
+        InvertedIndex.load(tmp_path / "index")
+
+
 def test_missing_array_raises(tmp_path):
     InvertedIndex.build(np.zeros((3, 8), dtype=np.uint8)).save(tmp_path / "index")
-    (tmp_path / "index" / "slots.npy").unlink()
-    with pytest.raises(InputError, match=r"slots\.npy: index array 'slots' not found"):
+    (tmp_path / "index" / "directory.bin").unlink()
+    with pytest.raises(InputError, match=r"directory\.bin: index array 'directory' not found"):
         InvertedIndex.load(tmp_path / "index")
+
+
+def test_wide_dtypes_give_identical_answers(tmp_path):
+    """The uint64 layout (databases of 2**32 positions or more) answers alike."""
+    rng = np.random.default_rng(21)
+    database = random_database(rng, 3000, 8)
+    narrow = InvertedIndex.build(database)
+    wide = InvertedIndex(narrow.keys, narrow.offsets.astype(np.uint64), narrow.positions.astype(np.uint64),
+                         narrow.directory.astype(np.uint64), nbytes=8)
+    wide.save(tmp_path / "wide")
+    wide = InvertedIndex.load(tmp_path / "wide")
+    assert wide.positions.dtype == np.uint64 and wide.header()["index_dtype"] == "uint64"
+    queries = query_codes(rng, database, 8)
+    for a, b in zip(narrow.lookup(queries), wide.lookup(queries)):
+        assert np.array_equal(a, b)
+    logits = rng.standard_normal((100, 64)).astype(np.float32)
+    logits[:50] = (np.unpackbits(database[:50], axis=1) * 2.0 - 1.0) * np.abs(logits[:50])
+    for a, b in zip(narrow.multiprobe(logits, 8), wide.multiprobe(logits, 8)):
+        assert np.array_equal(a, b)
 
 
 # ----------------------------------------------------------------------------- parquet input
@@ -258,10 +393,7 @@ def test_from_parquet(tmp_path):
         [pa.array(np.arange(700, dtype=np.uint64)), codes_array(database)], schema=fingerprint_schema(8)
     )
     write_table(table, tmp_path / "database.parquet", row_group_size=256)
-    index = InvertedIndex.from_parquet(tmp_path / "database.parquet")
-    reference = InvertedIndex.build(database)
-    for name in ("keys", "offsets", "positions", "slots"):
-        assert np.array_equal(getattr(index, name), getattr(reference, name))
+    assert_same_index(InvertedIndex.from_parquet(tmp_path / "database.parquet"), InvertedIndex.build(database))
 
     shuffled = table.set_column(0, "id", pa.array(np.arange(700, dtype=np.uint64)[::-1]))
     write_table(shuffled, tmp_path / "bad.parquet")
@@ -269,22 +401,3 @@ def test_from_parquet(tmp_path):
         InvertedIndex.from_parquet(tmp_path / "bad.parquet")
     with pytest.raises(InputError, match=r"missing\.parquet: file not found"):
         InvertedIndex.from_parquet(tmp_path / "missing.parquet")
-
-
-def test_wide_dtypes_give_identical_answers(tmp_path):
-    """The uint64 positions / int64 slots layout (N >= 2**32 or U >= 2**31) answers alike."""
-    rng = np.random.default_rng(21)
-    database = random_database(rng, 3000, 8)
-    narrow = InvertedIndex.build(database)
-    wide = InvertedIndex(narrow.keys, narrow.offsets, narrow.positions.astype(np.uint64),
-                         narrow.slots.astype(np.int64))
-    wide.save(tmp_path / "wide")
-    wide = InvertedIndex.load(tmp_path / "wide")
-    assert wide.positions.dtype == np.uint64 and wide.slots.dtype == np.int64
-    queries = query_codes(rng, database, 8)
-    for a, b in zip(narrow.lookup(queries), wide.lookup(queries)):
-        assert np.array_equal(a, b)
-    logits = rng.standard_normal((100, 64)).astype(np.float32)
-    logits[:50] = (np.unpackbits(database[:50], axis=1) * 2.0 - 1.0) * np.abs(logits[:50])
-    for a, b in zip(narrow.multiprobe(logits, 8), wide.multiprobe(logits, 8)):
-        assert np.array_equal(a, b)

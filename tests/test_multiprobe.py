@@ -177,3 +177,43 @@ def test_probing_every_code_retrieves_everything():
     offsets, positions = index.multiprobe(rng.standard_normal((3, 8)).astype(np.float32), 256)
     for j in range(3):
         assert positions[offsets[j]:offsets[j + 1]].tolist() == list(range(500))
+
+
+# ----------------------------------------------------------------------------- batching
+def test_lowest_ranks_follow_the_stable_argsort():
+    """Only the L - 1 smallest |z| can be flipped by the first L probes; they are selected
+    by partition over (float bits, bit index) keys, in stable-argsort order, ties included."""
+    from equihash.index.multiprobe import _lowest_ranks
+
+    rng = np.random.default_rng(5)
+    magnitude = np.abs(rng.integers(-3, 4, size=(50, 64)).astype(np.float32))
+    magnitude[:10] = np.abs(rng.standard_normal((10, 64))).astype(np.float32)
+    stable = np.argsort(magnitude, axis=1, kind="stable")
+    for n_ranks in (1, 5, 63, 64):
+        rank_bits, sorted_abs = _lowest_ranks(magnitude, n_ranks)
+        assert np.array_equal(rank_bits, stable[:, :n_ranks])
+        assert np.array_equal(sorted_abs, np.take_along_axis(magnitude, stable[:, :n_ranks], axis=1))
+    # enumerating with only L - 1 ranks gives the codes of the full enumeration
+    logits = rng.standard_normal((20, 16)).astype(np.float32) * 2
+    for L in (2, 3, 17):
+        codes, costs = probe_codes(logits, L, return_costs=True)
+        for j in range(len(logits)):
+            expected_codes, expected_costs = brute_force_probes(logits[j], L)
+            assert np.array_equal(codes[j], expected_codes) and np.array_equal(costs[j], expected_costs)
+
+
+def test_blocks_and_threads_do_not_change_the_answer(monkeypatch):
+    from equihash.index import multiprobe
+
+    rng = np.random.default_rng(9)
+    logits = (rng.standard_normal((300, 16)) * 2).astype(np.float32)
+    database = database_near(rng, np.packbits(logits > 0, axis=1), 2000, 2)
+    index = InvertedIndex.build(database)
+    whole = index.multiprobe(logits, 12, threads=1)
+    monkeypatch.setattr(multiprobe, "PROBES_PER_BLOCK", 100)  # blocks of 8 queries
+    for threads in (1, 4):
+        blocked = index.multiprobe(logits, 12, threads=threads)
+        assert np.array_equal(whole[0], blocked[0]) and np.array_equal(whole[1], blocked[1])
+    assert whole[0][-1] > 300
+    empty = index.multiprobe(np.zeros((0, 16), dtype=np.float32), 12)
+    assert empty[0].tolist() == [0] and len(empty[1]) == 0

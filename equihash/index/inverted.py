@@ -2,71 +2,125 @@
 
 An equihash function makes near-duplicate retrieval an exact lookup: the retrieved set
 of a query is every database position whose fingerprint equals the query's. The thesis
-uses a chained hash table; this index is *sort-based CSR plus an open-addressing table*,
-which builds with one vectorised sort, stores flat arrays that memory-map, and answers
-a batch of lookups in compiled loops without the GIL (``_core.pyx``).
+keeps a chained hash table (about 32 bytes per code, 1.9M codes/s to build); this index
+is a *sorted key array with a bucket directory*: every fingerprint gets a 64-bit key
+that mixes its bits, the distinct keys are stored once in increasing order, and a
+directory over the top bits of the keys leads a lookup straight to a handful of
+neighbouring keys. It builds with a radix sort, stores flat arrays that memory-map,
+and answers batches of lookups in compiled loops without the GIL (``_core.pyx``).
 
-Layout (N database codes of B bytes, U distinct codes)
------------------------------------------------------
-``keys``       (U, B) uint8: the distinct codes, in increasing lexicographic byte order.
-``offsets``    (U+1,) int64: the posting list of ``keys[u]`` is
-               ``positions[offsets[u]:offsets[u+1]]``; offsets[0] = 0, offsets[U] = N.
-``positions``  (N,) uint32 if N < 2**32 else uint64: database positions grouped by code
-               (the stable argsort of the codes), increasing inside each group.
-``slots``      (C,) int32 if U < 2**31 else int64: open-addressing hash table, C the
-               smallest power of two >= max(2U, 1); an entry is a row of ``keys`` or -1
-               (empty). Key u is inserted, in order u = 0..U-1, at the first free slot
-               of the linear probe sequence h(key), h(key)+1, ... (mod C), where h is the
-               hash of ``_core.pyx``: splitmix64 chained over the little-endian 8-byte
-               words of the code (last word zero-padded), seeded with 0x9E3779B97F4A7C15.
+Keys
+----
+The key of a code of B bytes is the splitmix64 chain of ``_core.pyx`` over its
+little-endian 8-byte words. For B <= 8 (the fast path; B = 8 for k = 64) it is a
+*bijection* of the code: the key is the fingerprint itself, scrambled, so the index
+stores no code bytes, and the keys are uniform whatever the bit statistics of the
+network (a poorly balanced bit cannot crowd a bucket). For B > 8 keys are hashes and the
+code bytes are kept beside them (``fingerprints``) to settle equal keys.
 
-A lookup probes from h(code) & (C-1) until it meets the code (hit) or an empty slot
-(miss); the load factor is at most 1/2, so a probe visits ~1.5 slots on a hit.
-Memory: B + 8 bytes per distinct code, 4 (or 8) per database code, 4 (or 8) per slot.
+Layout (N positions, U distinct fingerprints; ``idx`` = uint32 when the database has
+fewer than 2**32 positions, else uint64)
+----------------------------------------------------------------------------
+``keys``          (U,) uint64: the distinct keys in increasing order (for B > 8, equal
+                  keys of distinct codes are ordered by code bytes).
+``offsets``       (U+1,) idx: the posting list of key u is
+                  ``positions[offsets[u]:offsets[u+1]]``; offsets[0] = 0, offsets[U] = N.
+``positions``     (N,) idx: database positions grouped by key, increasing in each list.
+``directory``     (2**b + 1,) idx: ``directory[t]`` = index of the first key whose
+                  bucket is >= t, where the bucket of a key is its ``b`` bits below the
+                  ``p`` prefix bits (``(key << p) >> (64 - b)``); ``directory[2**b] = U``.
+                  b is the largest value with 4 * 2**b <= U (0 below 8 keys), so a bucket
+                  holds 4 to 8 keys on average: a lookup reads one directory entry,
+                  about one cache line of keys, two offsets and its postings.
+``fingerprints``  (U, B) uint8, only for B > 8: the code of each key.
 
-On-disk format (a directory, version 1)
+Bytes per database code with r = U/N (uint32 idx): 4 + r (8 + 4 + 0.5..1 of directory),
+about 13 at r = 0.69 (37% repeated labels, 10% noisy bits), against 21 for the former
+open-addressing layout and about 32 for the thesis table.
+
+Prefix (partitioned indexes): an index may hold only the codes whose key starts with the
+``p``-bit value ``prefix`` (``equihash.index.partitioned``); codes with another prefix
+are absent from it. A whole index has p = 0.
+
+On-disk format (a directory, version 2)
 ---------------------------------------
-``header.json``  {"format": "equihash-inverted-index", "version": 1, "nbytes": B,
-                  "size": N, "n_unique": U, "capacity": C, "hash": "splitmix64-le64-words",
-                  "dtypes": {"keys": "uint8", "offsets": "int64", "positions": ..., "slots": ...}}
-``keys.npy``, ``offsets.npy``, ``positions.npy``, ``slots.npy``: the arrays above (numpy
-format, little-endian). The directory is written under a temporary name and renamed when
-complete; ``load`` memory-maps the arrays and checks them against the header.
+``header.json``: {"format": "equihash-inverted-index", "version": 2, "nbytes": B,
+"size": N, "database_size": D (positions are < D; D = N for a whole index),
+"n_unique": U, "key": "splitmix64-le64-words", "directory_bits": b, "prefix_bits": p,
+"prefix": v, "index_dtype": "uint32" or "uint64", "arrays": {name: {"file", "dtype",
+"shape"}}}. Each array is a raw little-endian file ``<name>.bin`` with exactly
+``prod(shape) * itemsize`` bytes (no numpy header, so the bounded-memory build can
+append to it): ``np.memmap(path, dtype, mode="r", shape=shape)`` reads it. The
+directory is written under a temporary name and renamed when complete. ``load`` checks
+the header, then every file's size against its dtype and shape (a truncated or padded
+file is an error naming it and the expected size), then the end values of ``offsets``
+and ``directory``, and memory-maps the arrays: a query reads only the pages it touches.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from equihash.io import InputError, atomic_path, read_columns, read_schema
+from equihash.io import InputError, atomic_path, column_to_numpy, read_schema
+from equihash.progress import logger
 
 from . import _core
 from .multiprobe import _check_logits, multiprobe_lookup
 
 FORMAT_NAME = "equihash-inverted-index"
-FORMAT_VERSION = 1
-HASH_NAME = "splitmix64-le64-words"
+FORMAT_VERSION = 2
+KEY_NAME = "splitmix64-le64-words"
 HEADER_FILE = "header.json"
-ARRAY_NAMES = ("keys", "offsets", "positions", "slots")
-POSITION_DTYPES = ("uint32", "uint64")
-SLOT_DTYPES = ("int32", "int64")
+INDEX_DTYPES = ("uint32", "uint64")
+MAX_PREFIX_BITS = 16
+MIN_PARALLEL = 1 << 16  # records or queries below which one thread does the work
+PARQUET_BATCH_ROWS = 1 << 20
+MAX_CHUNK_BITS = 8  # at most 256 key-range chunks (and spill files per column) in a bounded build
+DEFAULT_MEMORY_BUDGET = 1 << 30
+
+_HASH_SEED = 0x9E3779B97F4A7C15
+_MIX_MULTIPLIERS = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
 
-def _position_dtype(n: int) -> np.dtype:
-    return np.dtype(np.uint32 if n < 2**32 else np.uint64)
+# ----------------------------------------------------------------------------- small helpers
+def _index_dtype(database_size: int) -> np.dtype:
+    """uint32 positions and offsets below 2**32 database positions, uint64 beyond."""
+    return np.dtype(np.uint32 if database_size < 2**32 else np.uint64)
 
 
-def _slot_dtype(n_unique: int) -> np.dtype:
-    return np.dtype(np.int32 if n_unique < 2**31 else np.int64)
+def _directory_bits(n_unique: int) -> int:
+    """Largest b with 4 * 2**b <= U (0 when U < 8): 4 to 8 keys per bucket on average."""
+    return max(0, (n_unique // 4).bit_length() - 1)
 
 
-def _capacity(n_unique: int) -> int:
-    """Smallest power of two >= max(2U, 1): load factor <= 1/2, always an empty slot."""
-    return 1 << max(2 * n_unique - 1, 0).bit_length()
+def _split_bits(n: int, available: int) -> int:
+    """Key bits of the first radix pass: buckets of ~2**14 records (cache-sized sorts)."""
+    return max(0, min(n.bit_length() - 14, 14, available))
+
+
+def default_threads() -> int:
+    """Threads used by builds and batch queries: the CPUs this process may run on (<= 8)."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
+
+
+def _ranges(total: int, parts: int) -> list[tuple[int, int]]:
+    cuts = np.linspace(0, total, parts + 1).astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def _run_parallel(fn, tasks, threads: int) -> list:
+    """``[fn(*task) for task in tasks]`` on ``threads`` threads (the loops release the GIL)."""
+    if threads <= 1 or len(tasks) <= 1:
+        return [fn(*task) for task in tasks]
+    with ThreadPoolExecutor(threads) as pool:
+        return [future.result() for future in [pool.submit(fn, *task) for task in tasks]]
 
 
 def _as_codes(codes, name: str, nbytes: int | None = None) -> np.ndarray:
@@ -87,89 +141,436 @@ def _as_codes(codes, name: str, nbytes: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(codes)
 
 
-def _sort_codes(codes: np.ndarray):
-    """Stable order of positions by code (lexicographic bytes) and the group starts.
+def _check_prefix(prefix_bits: int, prefix: int) -> tuple[int, int]:
+    if not isinstance(prefix_bits, (int, np.integer)) or not 0 <= prefix_bits <= MAX_PREFIX_BITS:
+        raise InputError(f"prefix_bits: expected an integer in [0, {MAX_PREFIX_BITS}], got {prefix_bits!r}")
+    if not isinstance(prefix, (int, np.integer)) or not 0 <= prefix < 2**prefix_bits:
+        raise InputError(f"prefix: expected an integer in [0, 2**{prefix_bits}), got {prefix!r}")
+    return int(prefix_bits), int(prefix)
 
-    Codes are read as big-endian 64-bit words (zero-padded), so integer order is byte
-    order: one stable argsort for B <= 8, a (stable) lexsort over the words otherwise.
+
+def code_keys(codes) -> np.ndarray:
+    """The 64-bit index key of every fingerprint ((n, B) uint8 -> (n,) uint64)."""
+    return _core.code_hashes(_as_codes(codes, "codes"))
+
+
+def keys_to_codes(keys, nbytes: int) -> np.ndarray:
+    """Invert the key of B <= 8 byte fingerprints: (U,) uint64 keys -> (U, B) uint8 codes."""
+    if not 1 <= nbytes <= 8:
+        raise InputError(f"nbytes: keys are invertible for 1 to 8 bytes, got {nbytes}")
+    x = np.array(keys, dtype=np.uint64)
+    first, second = (np.uint64(pow(m, -1, 2**64)) for m in _MIX_MULTIPLIERS)
+    with np.errstate(over="ignore"):
+        x ^= (x >> np.uint64(31)) ^ (x >> np.uint64(62))
+        x *= second
+        x ^= (x >> np.uint64(27)) ^ (x >> np.uint64(54))
+        x *= first
+        x ^= (x >> np.uint64(30)) ^ (x >> np.uint64(60))
+    x ^= np.uint64(_HASH_SEED)
+    return np.ascontiguousarray(x.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :nbytes])
+
+
+# ----------------------------------------------------------------------------- sorting records
+def _sort_buckets(keys, values, starts, sorted_bits: int, threads: int) -> int:
+    """Sort each radix bucket of the scattered records in place, buckets split across
+    threads; returns the number of distinct keys."""
+    n_buckets = len(starts) - 1
+    n = int(starts[-1])
+    parts = threads if n >= MIN_PARALLEL else 1
+    # cut the bucket range where the record counts are balanced
+    cuts = np.unique(np.searchsorted(starts, np.linspace(0, n, parts + 1)).clip(0, n_buckets))
+    cuts[0], cuts[-1] = 0, n_buckets
+    tasks = [(keys, values, starts, int(a), int(b), sorted_bits) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    return sum(_run_parallel(_core.sort_buckets, tasks, threads))
+
+
+def _radix_scatter(n: int, bits: int, count, scatter, threads: int) -> np.ndarray:
+    """The first radix pass over n records, on consecutive ranges of them across threads:
+    ``count(lo, hi, counts)`` adds the bucket sizes of records [lo, hi), then
+    ``scatter(lo, hi, cursor)`` writes each record at ``cursor[bucket]++``. Range r writes
+    each bucket after the records of ranges < r, so the pass is stable. Returns the bucket
+    starts (2**bits + 1)."""
+    ranges = _ranges(n, threads if n >= MIN_PARALLEL else 1)
+    counts = np.zeros((len(ranges), 2**bits), dtype=np.int64)
+    _run_parallel(count, [(lo, hi, counts[r]) for r, (lo, hi) in enumerate(ranges)], threads)
+    starts = np.zeros(2**bits + 1, dtype=np.int64)
+    np.cumsum(counts.sum(axis=0), out=starts[1:])
+    cursors = starts[:-1] + np.cumsum(counts, axis=0) - counts  # (range, bucket): first slot
+    _run_parallel(scatter, [(lo, hi, cursors[r].copy()) for r, (lo, hi) in enumerate(ranges)], threads)
+    return starts
+
+
+def _hash_and_sort(codes: np.ndarray, index_dtype, threads: int):
+    """Records (key, position) of every code row, sorted by key, positions increasing within
+    a key; and the number of distinct keys.
+
+    Fused radix sort: one pass counts the first-level buckets of the keys, a second
+    recomputes each key and scatters its record into its bucket, then each bucket is
+    sorted in cache. 12 bytes per code of working memory (uint32 positions).
     """
-    n, nbytes = codes.shape
-    n_words = -(-nbytes // 8)
-    if nbytes % 8:
-        padded = np.zeros((n, 8 * n_words), dtype=np.uint8)
-        padded[:, :nbytes] = codes
-    else:
-        padded = codes
-    words = padded.view(">u8").astype(np.uint64)  # (n, n_words), native byte order
-    if n_words == 1:
-        words = words[:, 0]
-        order = np.argsort(words, kind="stable")
-        ordered = words[order]
-        new_group = ordered[1:] != ordered[:-1]
-    else:
-        order = np.lexsort(words.T[::-1])
-        ordered = words[order]
-        new_group = (ordered[1:] != ordered[:-1]).any(axis=1)
-    starts = np.flatnonzero(new_group) + 1
-    starts = np.concatenate([np.zeros(min(n, 1), dtype=np.int64), starts])
-    return order, starts
+    n = codes.shape[0]
+    bits = _split_bits(n, 64)
+    keys = np.empty(n, dtype=np.uint64)
+    values = np.empty(n, dtype=index_dtype)
+    starts = _radix_scatter(
+        n, bits, lambda lo, hi, counts: _core.count_code_buckets(codes[lo:hi], bits, counts),
+        lambda lo, hi, cursor: _core.scatter_codes(codes[lo:hi], bits, cursor, keys, values, lo), threads)
+    n_unique = _sort_buckets(keys, values, starts, bits, threads)
+    return keys, values, n_unique
 
 
+def _sort_records(keys: np.ndarray, values: np.ndarray, skip: int, threads: int):
+    """Records (key, value) given in value order, sorted by key (stable), and the number of
+    distinct keys; the keys share their top ``skip`` bits. New arrays (24 bytes per record
+    at the peak)."""
+    n = len(keys)
+    bits = _split_bits(n, 64 - skip)
+    out_keys = np.empty_like(keys)
+    out_values = np.empty_like(values)
+    starts = _radix_scatter(
+        n, bits, lambda lo, hi, counts: _core.count_record_buckets(keys[lo:hi], skip, bits, counts),
+        lambda lo, hi, cursor: _core.scatter_records(keys[lo:hi], values[lo:hi], skip, bits, cursor,
+                                                     out_keys, out_values), threads)
+    n_unique = _sort_buckets(out_keys, out_values, starts, skip + bits, threads)
+    return out_keys, out_values, n_unique
+
+
+def _shrink(array: np.ndarray, size: int) -> np.ndarray:
+    """``array[:size]`` without keeping the rest alive (in-place resize when possible)."""
+    try:
+        array.resize(size, refcheck=False)
+        return array
+    except ValueError:
+        return array[:size].copy()
+
+
+def _posting_lists(keys, values, n_unique: int, nbytes: int, codes=None, positions=None):
+    """Cut key-sorted records into the index arrays ``(keys, offsets, positions, fingerprints)``.
+
+    For B <= 8 equal keys are equal codes: the ``n_unique`` runs of equal keys are the
+    posting lists.
+    For B > 8, ``values`` index the rows of ``codes`` (and of ``positions``, the database
+    positions, when given; else the values are the positions); records of equal keys but
+    different codes (a 64-bit hash collision, rare) are reordered by code bytes, then
+    runs of equal codes are the posting lists.
+    """
+    n = len(keys)
+    index_dtype = values.dtype
+    if nbytes <= 8:
+        offsets = np.empty(n_unique + 1, dtype=index_dtype)
+        _core.cut_runs(keys, offsets)
+        return _shrink(keys, n_unique), offsets, values, None
+    record_codes = codes[values]
+    same_key = keys[1:] == keys[:-1]
+    pairs = np.flatnonzero(same_key)
+    same_code = same_key.copy()
+    same_code[pairs] = (record_codes[pairs + 1] == record_codes[pairs]).all(axis=1)
+    if not np.array_equal(same_code, same_key):  # one 64-bit key shared by distinct codes
+        _order_collisions(values, record_codes, same_key, same_code)
+        same_code[pairs] = (record_codes[pairs + 1] == record_codes[pairs]).all(axis=1)
+    first = np.flatnonzero(np.concatenate([[n > 0], ~same_code]))
+    offsets = np.append(first, n).astype(index_dtype)
+    out_positions = values if positions is None else positions[values]
+    return (keys[first], offsets, out_positions.astype(index_dtype, copy=False),
+            np.ascontiguousarray(record_codes[first]))
+
+
+def _order_collisions(values, record_codes, same_key, same_code) -> None:
+    """Reorder, in place, each run of equal keys that holds distinct codes by (code bytes,
+    value): its codes then form consecutive groups, positions increasing in each."""
+    n = len(values)
+    run_start = np.flatnonzero(np.concatenate([[True], ~same_key]))
+    run_stop = np.append(run_start[1:], n)
+    collided = np.flatnonzero(same_key & ~same_code)
+    for run in np.unique(np.searchsorted(run_start, collided, side="right") - 1):
+        part = slice(int(run_start[run]), int(run_stop[run]))
+        order = np.lexsort((values[part],) + tuple(record_codes[part].T[::-1]))
+        values[part] = values[part][order]
+        record_codes[part] = record_codes[part][order]
+
+
+def _directory(keys: np.ndarray, prefix_bits: int, index_dtype) -> np.ndarray:
+    bits = _directory_bits(len(keys))
+    directory = np.empty(2**bits + 1, dtype=index_dtype)
+    filled = _core.fill_directory(keys, 0, prefix_bits, bits, directory, 0)
+    directory[filled:] = len(keys)
+    return directory
+
+
+# ----------------------------------------------------------------------------- Parquet input
+def _open_database(path: Path) -> tuple[int, int]:
+    """Check the merged fingerprint database's schema (ARTIFACTS.md); its code width B and rows N."""
+    schema = read_schema(path)
+    for name in ("id", "code"):
+        if name not in schema.names:
+            kind = "uint64" if name == "id" else "fixed_size_binary[B]"
+            raise InputError(f"{path}: missing column '{name}' (expected {kind})")
+    if schema.field("id").type != pa.uint64():
+        raise InputError(f"{path}: column 'id' has type {schema.field('id').type}, expected uint64")
+    kind = schema.field("code").type
+    if not pa.types.is_fixed_size_binary(kind):
+        raise InputError(f"{path}: column 'code' has type {kind}, expected fixed_size_binary[B]")
+    with pq.ParquetFile(path) as reader:
+        return kind.byte_width, reader.metadata.num_rows
+
+
+def _database_batches(path: Path, batch_rows: int = PARQUET_BATCH_ROWS):
+    """Yield (first position, codes (n, B) uint8) per batch; ids must be 0..N-1 in order.
+
+    The reader does not pre-buffer: pyarrow would otherwise keep ~10 bytes per row read
+    until the file is closed, and memory would grow with N."""
+    expected = 0
+    with pq.ParquetFile(path, pre_buffer=False) as reader:
+        for batch in reader.iter_batches(batch_size=batch_rows, columns=["id", "code"]):
+            ids = batch.column("id").to_numpy()
+            if len(ids) and (ids[0] != expected or np.any(np.diff(ids) != 1)):
+                raise InputError(f"{path}: column 'id' must be the database positions 0..N-1 in order "
+                                 f"(rows from {expected} hold ids {int(ids[0])}..{int(ids[-1])})")
+            codes = np.ascontiguousarray(column_to_numpy(batch.column("code"), path=path, name="code"))
+            yield expected, codes
+            expected += len(ids)
+
+
+def _little(dtype) -> np.dtype:
+    return np.dtype(dtype).newbyteorder("<")
+
+
+class _SpillPlan:
+    """The bounded-memory build of :meth:`InvertedIndex.build_parquet`.
+
+    Records are (key, position[, code bytes for B > 8]) of the codes whose key has the
+    prefix. The ``chunk_bits`` key bits below the prefix cut them into 2**chunk_bits
+    *chunks*, consecutive key ranges, so that sorting the chunks one by one sorts
+    everything. Keys are uniform (for B <= 8 a bijective mix of the code), so a chunk
+    holds about n / 2**chunk_bits records; chunk_bits is the smallest (at most
+    MAX_CHUNK_BITS) that brings that under the memory budget. The records of one
+    fingerprint are never split: a degenerate network that gives most instances one
+    code makes one large chunk.
+    """
+
+    def __init__(self, path, nbytes, n_rows, prefix_bits, prefix, batch_rows, memory_budget):
+        self.path, self.nbytes = path, nbytes
+        self.prefix_bits, self.prefix, self.batch_rows = prefix_bits, prefix, batch_rows
+        self.index_dtype = _index_dtype(n_rows)
+        isize = self.index_dtype.itemsize
+        # bytes per record while a chunk is sorted: the chunk, its sorted copy, the offsets
+        record_bytes = 2 * (8 + isize) + isize + (2 * nbytes + 8 if nbytes > 8 else 0)
+        expected = -(-n_rows // 2**prefix_bits) * record_bytes  # uniform keys: this prefix's share
+        needed = -(-expected // max(1, int(memory_budget)))
+        self.chunk_bits = min(MAX_CHUNK_BITS, max(0, needed - 1).bit_length())
+        self.n_chunks = 2**self.chunk_bits
+        self.columns = {"keys": (np.dtype("<u8"), ()), "positions": (_little(self.index_dtype), ())}
+        if nbytes > 8:
+            self.columns["codes"] = (np.dtype(np.uint8), (nbytes,))
+
+    def spill(self, tmp: Path) -> None:
+        """One pass over the database: each record to its chunk, in position order (kept in
+        memory when there is one chunk, else appended to ``<column>-<chunk>.spill`` files)."""
+        self.chunk_sizes = np.zeros(self.n_chunks, dtype=np.int64)
+        self.held = {name: [] for name in self.columns} if self.n_chunks == 1 else None
+        handles = {} if self.held is not None else {
+            (name, c): open(tmp / f"{name}-{c}.spill", "wb") for name in self.columns for c in range(self.n_chunks)}
+        try:
+            for first, codes in _database_batches(self.path, self.batch_rows):
+                keys = _core.code_hashes(codes)
+                positions = np.arange(first, first + len(codes), dtype=self.index_dtype)
+                if self.prefix_bits:
+                    kept = np.flatnonzero((keys >> np.uint64(64 - self.prefix_bits)) == np.uint64(self.prefix))
+                    keys, positions, codes = keys[kept], positions[kept], codes[kept]
+                columns = {"keys": keys, "positions": positions, "codes": codes}
+                if self.held is not None:
+                    for name in self.columns:
+                        self.held[name].append(columns[name])
+                    self.chunk_sizes[0] += len(keys)
+                    continue
+                chunk = ((keys << np.uint64(self.prefix_bits)) >> np.uint64(64 - self.chunk_bits)).astype(np.uint8)
+                order = np.argsort(chunk, kind="stable")  # a radix sort for uint8
+                bounds = np.searchsorted(chunk[order], np.arange(self.n_chunks + 1))
+                for name, (dtype, _) in self.columns.items():
+                    column = np.ascontiguousarray(columns[name][order], dtype=dtype)
+                    for c in np.flatnonzero(np.diff(bounds)):
+                        handles[name, c].write(memoryview(column[bounds[c]:bounds[c + 1]]).cast("B"))
+                self.chunk_sizes += np.diff(bounds)
+        finally:
+            for handle in handles.values():
+                handle.close()
+        self.n_kept = int(self.chunk_sizes.sum())
+
+    def chunk(self, tmp: Path, c: int) -> dict:
+        """The records of chunk c, in position order (released from memory or disk)."""
+        if self.held is not None:
+            records = {name: np.concatenate(parts) if parts else np.zeros((0, *self.columns[name][1]),
+                                                                            dtype=self.columns[name][0])
+                       for name, parts in self.held.items()}
+            self.held = None
+            return records
+        records = {}
+        for name, (dtype, row) in self.columns.items():
+            path = tmp / f"{name}-{c}.spill"
+            records[name] = np.fromfile(path, dtype=dtype).reshape(-1, *row)
+            path.unlink()
+        return records
+
+    def sort_chunks(self, tmp: Path, threads: int) -> int:
+        """Sort the chunks, in key order, and append their posting lists to the index files;
+        returns the number U of distinct fingerprints."""
+        names = ("keys", "offsets", "positions") + (("fingerprints",) if self.nbytes > 8 else ())
+        outputs = {name: open(tmp / f"{name}.bin", "wb") for name in names}
+        little = _little(self.index_dtype)
+        n_unique, first = 0, 0
+        try:
+            for c in range(self.n_chunks):
+                records = self.chunk(tmp, c)
+                size = len(records["keys"])
+                if size == 0:
+                    continue
+                positions = records.pop("positions").astype(self.index_dtype, copy=False)
+                shared = self.prefix_bits + self.chunk_bits  # key bits equal within the chunk
+                if self.nbytes <= 8:
+                    keys, values, runs = _sort_records(records.pop("keys"), positions, shared, threads)
+                    del positions
+                    lists = _posting_lists(keys, values, runs, self.nbytes)
+                else:
+                    local = np.arange(size, dtype=self.index_dtype)
+                    keys, values, runs = _sort_records(records.pop("keys"), local, shared, threads)
+                    del local
+                    lists = _posting_lists(keys, values, runs, self.nbytes, codes=records["codes"],
+                                           positions=positions)
+                    del positions
+                del records, keys, values
+                keys, offsets, positions, fingerprints = lists
+                offsets = offsets[:-1].astype(np.uint64)
+                offsets += np.uint64(first)
+                offsets.astype(little).tofile(outputs["offsets"])
+                keys.astype("<u8", copy=False).tofile(outputs["keys"])
+                positions.astype(little, copy=False).tofile(outputs["positions"])
+                if fingerprints is not None:
+                    fingerprints.tofile(outputs["fingerprints"])
+                n_unique += len(keys)
+                first += size
+                del lists, keys, offsets, positions, fingerprints
+            np.array([self.n_kept], dtype=little).tofile(outputs["offsets"])
+        finally:
+            for handle in outputs.values():
+                handle.close()
+        return n_unique
+
+
+# ----------------------------------------------------------------------------- the index
 class InvertedIndex:
-    """Map each fingerprint to the sorted database positions holding it.
+    """Map each fingerprint to the increasing database positions holding it (THESIS.md 8).
 
     Build with :meth:`build` (codes in memory), :meth:`from_parquet` (a merged fingerprint
-    database) or :meth:`load` (a saved index, memory-mapped). Query with :meth:`lookup`
-    (exact fingerprints) or :meth:`multiprobe` (the L most likely fingerprints of logits).
-    Results are CSR pairs ``(offsets, positions)``: the retrieved set of query j is
-    ``positions[offsets[j]:offsets[j+1]]``, increasing.
+    database, read into memory), :meth:`build_parquet` (the same in bounded memory, written
+    to a directory) or :meth:`load` (a saved index, memory-mapped). Query with
+    :meth:`lookup` (exact fingerprints) or :meth:`multiprobe` (the L most likely
+    fingerprints of logits, THESIS.md 10). Results are CSR pairs ``(offsets, positions)``:
+    the retrieved set of query j is ``positions[offsets[j]:offsets[j+1]]``, increasing.
+    Layout and format: the module docstring.
     """
 
-    def __init__(self, keys, offsets, positions, slots):
+    def __init__(self, keys, offsets, positions, directory, fingerprints=None, *, nbytes: int,
+                 database_size: int | None = None, prefix_bits: int = 0, prefix: int = 0,
+                 threads: int | None = None):
         """Wrap arrays in the layout of the module docstring (use the classmethods instead)."""
         self.keys = keys
         self.offsets = offsets
         self.positions = positions
-        self.slots = slots
+        self.directory = directory
+        self.stored_fingerprints = fingerprints
+        self.nbytes = int(nbytes)
+        self.database_size = int(len(positions) if database_size is None else database_size)
+        self.prefix_bits, self.prefix = _check_prefix(prefix_bits, prefix)
+        self.threads = default_threads() if threads is None else max(1, int(threads))
+        self._fingerprints_or_empty = (fingerprints if fingerprints is not None
+                                       else np.empty((0, self.nbytes), dtype=np.uint8))
+        self._directory_bits = int(len(directory) - 1).bit_length() - 1
+        self._plain_positions = np.asarray(positions)  # the same memory, without np.memmap's slicing cost
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def build(cls, codes) -> "InvertedIndex":
-        """Index fingerprints ``codes`` (N, B) uint8; row i is database position i."""
+    def build(cls, codes, *, prefix_bits: int = 0, prefix: int = 0, threads: int | None = None) -> "InvertedIndex":
+        """Index fingerprints ``codes`` (N, B) uint8; row i is database position i.
+
+        With ``prefix_bits`` > 0 only the codes whose key starts with ``prefix`` are
+        indexed (one partition of a :class:`~equihash.index.partitioned.PartitionedIndex`).
+        """
         codes = _as_codes(codes, "codes")
-        n = codes.shape[0]
-        order, starts = _sort_codes(codes)
-        keys = np.ascontiguousarray(codes[order[starts]])
-        offsets = np.append(starts, n).astype(np.int64)
-        positions = order.astype(_position_dtype(n))
-        del order
-        slots = np.full(_capacity(len(keys)), -1, dtype=_slot_dtype(len(keys)))
-        _core.fill_slots(keys, slots)
-        return cls(keys, offsets, positions, slots)
+        prefix_bits, prefix = _check_prefix(prefix_bits, prefix)
+        threads = default_threads() if threads is None else max(1, int(threads))
+        n, nbytes = codes.shape
+        index_dtype = _index_dtype(n)
+        if prefix_bits == 0:
+            keys, values, n_unique = _hash_and_sort(codes, index_dtype, threads)
+        else:
+            all_keys = _core.code_hashes(codes)
+            kept = np.flatnonzero((all_keys >> np.uint64(64 - prefix_bits)) == np.uint64(prefix))
+            keys, values, n_unique = _sort_records(all_keys[kept], kept.astype(index_dtype), prefix_bits, threads)
+            del all_keys, kept
+        keys, offsets, positions, fingerprints = _posting_lists(keys, values, n_unique, nbytes, codes=codes)
+        return cls(keys, offsets, positions, _directory(keys, prefix_bits, index_dtype), fingerprints,
+                   nbytes=nbytes, database_size=n, prefix_bits=prefix_bits, prefix=prefix, threads=threads)
 
     @classmethod
-    def from_parquet(cls, path) -> "InvertedIndex":
+    def from_parquet(cls, path, *, threads: int | None = None,
+                     batch_rows: int = PARQUET_BATCH_ROWS) -> "InvertedIndex":
         """Index a merged fingerprint database (columns ``id`` uint64 = 0..N-1 in order,
-        ``code`` fixed_size_binary[B]; shared/ARTIFACTS.md)."""
+        ``code`` fixed_size_binary[B]; shared/ARTIFACTS.md), reading all codes into memory
+        (B bytes per code, plus 12 while building). :meth:`build_parquet` bounds the memory."""
         path = Path(path)
-        schema = read_schema(path)
-        if "code" not in schema.names:
-            raise InputError(f"{path}: missing column 'code' (expected fixed_size_binary[B])")
-        kind = schema.field("code").type
-        if not pa.types.is_fixed_size_binary(kind):
-            raise InputError(f"{path}: column 'code' has type {kind}, expected fixed_size_binary[B]")
-        columns = read_columns(path, {"id": pa.uint64(), "code": kind})
-        ids = columns["id"]
-        if len(ids) and (ids[0] != 0 or np.any(np.diff(ids) != 1)):
-            raise InputError(f"{path}: column 'id' must be the database positions 0..N-1 in order")
-        return cls.build(columns["code"])
+        nbytes, n = _open_database(path)
+        codes = np.empty((n, nbytes), dtype=np.uint8)
+        for first, batch in _database_batches(path, batch_rows):
+            codes[first:first + len(batch)] = batch
+        return cls.build(codes, threads=threads)
+
+    @classmethod
+    def build_parquet(cls, database, out_dir, *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                      prefix_bits: int = 0, prefix: int = 0, threads: int | None = None,
+                      batch_rows: int = PARQUET_BATCH_ROWS) -> "InvertedIndex":
+        """Build the index of a merged fingerprint database into ``out_dir`` in bounded
+        memory, and return it memory-mapped.
+
+        One pass over row-group batches of the Parquet file appends each record (key,
+        position) to its *chunk*, a range of keys (``2**c`` chunks by the key bits below
+        the prefix, c the smallest that makes a chunk fit ``memory_budget`` bytes at ~28
+        bytes per record while it is sorted); the chunk stays in memory when there is
+        one (for a whole index: :meth:`from_parquet` then :meth:`save`), else the chunks
+        are spilled to files in the output's temporary directory.
+        Then the chunks are sorted one after the other, in key order, and their keys,
+        offsets and positions appended to the index files; the directory is filled by one
+        scan of the keys. Peak memory: one batch, one chunk and the directory (4 bytes per
+        4..8 distinct codes), whatever N. With ``prefix_bits`` > 0 only the codes whose
+        key starts with ``prefix`` are indexed (a partition, ``equihash.index.partitioned``).
+        """
+        path = Path(database)
+        prefix_bits, prefix = _check_prefix(prefix_bits, prefix)
+        threads = default_threads() if threads is None else max(1, int(threads))
+        nbytes, n_rows = _open_database(path)
+        plan = _SpillPlan(path, nbytes, n_rows, prefix_bits, prefix, batch_rows, memory_budget)
+        if plan.n_chunks == 1 and prefix_bits == 0:  # it all fits: the fused in-memory build
+            cls.from_parquet(path, threads=threads, batch_rows=batch_rows).save(out_dir)
+            return cls.load(out_dir, threads=threads)
+        with atomic_path(out_dir, directory=True) as tmp:
+            plan.spill(tmp)
+            logger.info("index %s: %d of %d codes in %d chunk(s) of at most %d records", out_dir, plan.n_kept,
+                        n_rows, plan.n_chunks, int(plan.chunk_sizes.max()))
+            n_unique = plan.sort_chunks(tmp, threads)
+            bits = _directory_bits(n_unique)
+            directory = np.empty(2**bits + 1, dtype=plan.index_dtype)
+            filled, block = 0, 1 << 22
+            for lo in range(0, n_unique, block):
+                keys = np.fromfile(tmp / "keys.bin", dtype="<u8", count=min(block, n_unique - lo), offset=8 * lo)
+                filled = _core.fill_directory(keys, lo, prefix_bits, bits, directory, filled)
+            directory[filled:] = n_unique
+            directory.astype(_little(plan.index_dtype)).tofile(tmp / "directory.bin")
+            header = _header(nbytes=nbytes, size=plan.n_kept, database_size=n_rows, n_unique=n_unique,
+                             directory_bits=bits, prefix_bits=prefix_bits, prefix=prefix,
+                             index_dtype=plan.index_dtype)
+            (tmp / HEADER_FILE).write_text(json.dumps(header, indent=2) + "\n")
+        return cls.load(out_dir, threads=threads)
 
     # ------------------------------------------------------------------ properties
-    @property
-    def nbytes(self) -> int:
-        """Bytes per fingerprint, B = k/8."""
-        return int(self.keys.shape[1])
-
     @property
     def size(self) -> int:
         """Number of indexed database positions N."""
@@ -181,39 +582,75 @@ class InvertedIndex:
         return int(self.keys.shape[0])
 
     @property
-    def capacity(self) -> int:
-        """Number of hash-table slots C (a power of two >= 2U)."""
-        return int(self.slots.shape[0])
+    def directory_bits(self) -> int:
+        """b: the directory has 2**b buckets."""
+        return self._directory_bits
+
+    @property
+    def fingerprints(self) -> np.ndarray:
+        """The distinct fingerprints (U, B) uint8, in key order (decoded from the keys for B <= 8)."""
+        if self.stored_fingerprints is not None:
+            return self.stored_fingerprints
+        return keys_to_codes(self.keys, self.nbytes)
+
+    def arrays(self) -> dict:
+        """The index arrays by name (``fingerprints`` only for B > 8)."""
+        arrays = {"keys": self.keys, "offsets": self.offsets, "positions": self.positions,
+                  "directory": self.directory}
+        if self.stored_fingerprints is not None:
+            arrays["fingerprints"] = self.stored_fingerprints
+        return arrays
 
     @property
     def memory_usage(self) -> int:
-        """Bytes held by the four index arrays (in RAM, or mapped from disk)."""
-        return int(sum(getattr(self, name).nbytes for name in ARRAY_NAMES))
+        """Bytes held by the index arrays (in RAM, or mapped from disk)."""
+        return int(sum(array.nbytes for array in self.arrays().values()))
 
     def __len__(self) -> int:
         return self.size
 
     def __repr__(self) -> str:
-        return (
-            f"InvertedIndex(size={self.size}, n_unique={self.n_unique}, "
-            f"nbits={8 * self.nbytes}, capacity={self.capacity})"
-        )
+        prefix = f", prefix={self.prefix:0{self.prefix_bits}b}" if self.prefix_bits else ""
+        return (f"InvertedIndex(size={self.size}, n_unique={self.n_unique}, nbits={8 * self.nbytes}, "
+                f"directory_bits={self.directory_bits}{prefix})")
 
     # ------------------------------------------------------------------ queries
-    def lookup(self, codes):
+    def lookup(self, codes, *, threads: int | None = None):
         """Posting lists of ``codes`` (q, B) uint8 as CSR ``(offsets (q+1) int64, positions)``.
 
         ``positions[offsets[j]:offsets[j+1]]`` are the database positions whose fingerprint
-        equals ``codes[j]``, increasing; empty when the code is absent.
+        equals ``codes[j]``, increasing; empty when the code is absent. Large batches are
+        split across ``threads`` (default: the index's ``threads``).
         """
         codes = _as_codes(codes, "lookup codes", self.nbytes)
-        found = np.empty(codes.shape[0], dtype=np.int64)
-        _core.find_keys(self.keys, self.slots, codes, found)
-        out_offsets = np.empty(codes.shape[0] + 1, dtype=np.int64)
-        _core.posting_offsets(self.offsets, found, out_offsets)
-        out = np.empty(int(out_offsets[-1]), dtype=self.positions.dtype)
-        _core.gather_postings(self.offsets, self.positions, found, out_offsets, out)
-        return out_offsets, out
+        threads = self.threads if threads is None else max(1, int(threads))
+        q = codes.shape[0]
+        ranges = _ranges(q, threads if q >= MIN_PARALLEL else 1) or [(0, 0)]
+        parts = _run_parallel(self._lookup_batch, [(codes[lo:hi],) for lo, hi in ranges], threads)
+        if len(parts) == 1:
+            return parts[0]
+        shifts = np.cumsum([0] + [len(positions) for _, positions in parts[:-1]])
+        offsets = np.concatenate([[0]] + [part_offsets[1:] + shift for (part_offsets, _), shift in zip(parts, shifts)])
+        return offsets, np.concatenate([positions for _, positions in parts])
+
+    def _lookup_batch(self, codes: np.ndarray):
+        """One thread's lookups: a pipelined pass that copies the postings into an output of
+        2 positions per query (+64), then, should they not fit, a gather of the rest."""
+        q = codes.shape[0]
+        start = np.empty(q, dtype=np.int64)
+        offsets = np.empty(q + 1, dtype=np.int64)
+        out = np.empty(2 * q + 64, dtype=self.positions.dtype)
+        copied = _core.find_postings(self.keys, self.directory, self._fingerprints_or_empty, self.offsets,
+                                     self.positions, codes, self.prefix_bits, self.prefix, self.directory_bits,
+                                     start, offsets, out)
+        total = int(offsets[-1])
+        if copied < q:
+            done = int(offsets[copied])
+            full = np.empty(total, dtype=out.dtype)
+            full[:done] = out[:done]
+            _core.gather_postings(self.positions, start[copied:], offsets[copied:] - done, full[done:])
+            return offsets, full
+        return offsets, out[:total]
 
     def lookup_one(self, code) -> np.ndarray:
         """Posting list (increasing positions) of one fingerprint: (B,) uint8 or bytes."""
@@ -222,43 +659,41 @@ class InvertedIndex:
         code = np.asarray(code)
         if code.ndim != 1:
             raise InputError(f"code: expected one fingerprint of shape ({self.nbytes},), got {code.shape}")
-        return self.lookup(code[None, :])[1]
+        code = _as_codes(code[None, :], "code", self.nbytes)[0]
+        start, length = _core.find_one(self.keys, self.directory, self._fingerprints_or_empty, self.offsets, code,
+                                       self.prefix_bits, self.prefix, self.directory_bits)
+        return self._plain_positions[start:start + length].copy()
 
-    def multiprobe(self, logits, L: int):
+    def multiprobe(self, logits, L: int, *, threads: int | None = None):
         """Multi-probing retrieval (THESIS.md 10) for logits (q, k): CSR ``(offsets, positions)``
         of the union of the posting lists of each query's L most likely codes, increasing."""
-        return multiprobe_lookup(self, logits, L)
+        return multiprobe_lookup(self, logits, L, threads=self.threads if threads is None else threads)
 
     def multiprobe_one(self, logits, L: int) -> np.ndarray:
         """Multi-probing retrieved set of one query's logits (k,): increasing positions."""
         logits = np.asarray(logits)
         if logits.ndim != 1:
             raise InputError(f"logits: expected one query of shape ({8 * self.nbytes},), got {logits.shape}")
-        return multiprobe_lookup(self, _check_logits(logits), L)[1]
+        return multiprobe_lookup(self, _check_logits(logits), L, threads=1)[1]
 
     # ------------------------------------------------------------------ persistence
     def header(self) -> dict:
         """The JSON header of the on-disk format."""
-        return {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "nbytes": self.nbytes,
-            "size": self.size,
-            "n_unique": self.n_unique,
-            "capacity": self.capacity,
-            "hash": HASH_NAME,
-            "dtypes": {name: np.dtype(getattr(self, name).dtype).name for name in ARRAY_NAMES},
-        }
+        return _header(nbytes=self.nbytes, size=self.size, database_size=self.database_size,
+                       n_unique=self.n_unique, directory_bits=self.directory_bits,
+                       prefix_bits=self.prefix_bits, prefix=self.prefix, index_dtype=self.positions.dtype)
 
     def save(self, directory) -> None:
-        """Write the index directory atomically (header.json plus one .npy per array)."""
+        """Write the index directory atomically (header.json plus one raw .bin file per array)."""
+        header = self.header()
         with atomic_path(directory, directory=True) as tmp:
-            for name in ARRAY_NAMES:
-                np.save(tmp / f"{name}.npy", np.asarray(getattr(self, name)), allow_pickle=False)
-            (tmp / HEADER_FILE).write_text(json.dumps(self.header(), indent=2) + "\n")
+            for name, array in self.arrays().items():
+                spec = header["arrays"][name]
+                np.ascontiguousarray(array, dtype=np.dtype(spec["dtype"])).tofile(tmp / spec["file"])
+            (tmp / HEADER_FILE).write_text(json.dumps(header, indent=2) + "\n")
 
     @classmethod
-    def load(cls, directory, mmap: bool = True) -> "InvertedIndex":
+    def load(cls, directory, mmap: bool = True, *, threads: int | None = None) -> "InvertedIndex":
         """Open a saved index; with ``mmap`` the arrays are memory-mapped read-only.
 
         Raises InputError, naming the file and the expectation, when the header is
@@ -267,74 +702,106 @@ class InvertedIndex:
         """
         directory = Path(directory)
         header_path = directory / HEADER_FILE
-        if not header_path.is_file():
-            raise InputError(f"{header_path}: index header not found (expected a directory written by InvertedIndex.save)")
-        try:
-            header = json.loads(header_path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InputError(f"{header_path}: not valid JSON ({exc})") from None
-        header = _check_header(header, header_path)
-
-        n, n_unique, nbytes = header["size"], header["n_unique"], header["nbytes"]
-        dtypes = header["dtypes"]
-        expected = {
-            "keys": ((n_unique, nbytes), "uint8"),
-            "offsets": ((n_unique + 1,), "int64"),
-            "positions": ((n,), dtypes["positions"]),
-            "slots": ((header["capacity"],), dtypes["slots"]),
-        }
+        header = _read_header(header_path)
         arrays = {}
-        for name, (shape, dtype) in expected.items():
-            path = directory / f"{name}.npy"
-            want = f"{dtype} array of shape {shape}"
+        for name, spec in header["arrays"].items():
+            path = directory / spec["file"]
+            dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+            expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            want = f"{dtype.name} array of shape {shape}, {expected} bytes"
             if not path.is_file():
                 raise InputError(f"{path}: index array '{name}' not found (expected {want})")
-            try:
-                array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise InputError(f"{path}: truncated or unreadable index array '{name}' (expected {want}; {exc})") from None
-            if array.shape != shape or array.dtype != np.dtype(dtype) or not array.flags.c_contiguous:
-                raise InputError(
-                    f"{path}: index array '{name}' is {array.dtype} of shape {array.shape}, expected {want}"
-                )
-            arrays[name] = array
-        offsets = arrays["offsets"]
-        if offsets[0] != 0 or offsets[-1] != n:
-            raise InputError(
-                f"{directory / 'offsets.npy'}: offsets must run from 0 to N = {n}, "
-                f"got {int(offsets[0])} .. {int(offsets[-1])}"
-            )
-        return cls(**arrays)
+            found = path.stat().st_size
+            if found != expected:
+                problem = "truncated" if found < expected else "too long"
+                raise InputError(f"{path}: {problem} index array '{name}': {found} bytes, expected {want} "
+                                 f"(as {header_path.name} says)")
+            if expected == 0:
+                arrays[name] = np.empty(shape, dtype=dtype)
+            elif mmap:
+                arrays[name] = np.memmap(path, dtype=dtype, mode="r", shape=shape)
+            else:
+                arrays[name] = np.fromfile(path, dtype=dtype).reshape(shape)
+        for name in ("offsets", "directory"):
+            values = arrays[name]
+            end = header["size"] if name == "offsets" else header["n_unique"]
+            if int(values[0]) != 0 or int(values[-1]) != end:
+                raise InputError(f"{directory / header['arrays'][name]['file']}: '{name}' must run from 0 to "
+                                 f"{end}, got {int(values[0])} .. {int(values[-1])}")
+        return cls(arrays["keys"], arrays["offsets"], arrays["positions"], arrays["directory"],
+                   arrays.get("fingerprints"), nbytes=header["nbytes"], database_size=header["database_size"],
+                   prefix_bits=header["prefix_bits"], prefix=header["prefix"], threads=threads)
 
 
-def _check_header(header, path) -> dict:
-    """Validate the fields of an index header (format, version, sizes, dtypes)."""
+# ----------------------------------------------------------------------------- header
+def _header(*, nbytes, size, database_size, n_unique, directory_bits, prefix_bits, prefix, index_dtype) -> dict:
+    index_dtype = np.dtype(index_dtype)
+    idx = _little(index_dtype).str
+    arrays = {
+        "keys": ("<u8", [n_unique]),
+        "offsets": (idx, [n_unique + 1]),
+        "positions": (idx, [size]),
+        "directory": (idx, [2**directory_bits + 1]),
+    }
+    if nbytes > 8:
+        arrays["fingerprints"] = ("|u1", [n_unique, nbytes])
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "nbytes": int(nbytes),
+        "size": int(size),
+        "database_size": int(database_size),
+        "n_unique": int(n_unique),
+        "key": KEY_NAME,
+        "directory_bits": int(directory_bits),
+        "prefix_bits": int(prefix_bits),
+        "prefix": int(prefix),
+        "index_dtype": index_dtype.name,
+        "arrays": {name: {"file": f"{name}.bin", "dtype": dtype, "shape": shape}
+                   for name, (dtype, shape) in arrays.items()},
+    }
+
+
+def _read_header(path: Path) -> dict:
+    """Read and validate ``header.json``: every field, and the array list it implies."""
+    if not path.is_file():
+        raise InputError(f"{path}: index header not found (expected a directory written by InvertedIndex.save)")
+    try:
+        header = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(header).__name__}")
     if header.get("format") != FORMAT_NAME:
         raise InputError(f"{path}: field 'format' is {header.get('format')!r}, expected {FORMAT_NAME!r}")
     if header.get("version") != FORMAT_VERSION:
-        raise InputError(f"{path}: field 'version' is {header.get('version')!r}, expected {FORMAT_VERSION}")
-    if header.get("hash") != HASH_NAME:
-        raise InputError(f"{path}: field 'hash' is {header.get('hash')!r}, expected {HASH_NAME!r}")
-    for field in ("nbytes", "size", "n_unique", "capacity"):
+        raise InputError(f"{path}: field 'version' is {header.get('version')!r}, expected {FORMAT_VERSION} "
+                         "(rebuild the index with this version of equihash)")
+    if header.get("key") != KEY_NAME:
+        raise InputError(f"{path}: field 'key' is {header.get('key')!r}, expected {KEY_NAME!r}")
+    for field in ("nbytes", "size", "database_size", "n_unique", "directory_bits", "prefix_bits", "prefix"):
         value = header.get(field)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise InputError(f"{path}: field '{field}' is {value!r}, expected a non-negative integer")
     if header["nbytes"] < 1:
         raise InputError(f"{path}: field 'nbytes' is {header['nbytes']}, expected >= 1")
-    if header["n_unique"] > header["size"]:
-        raise InputError(f"{path}: field 'n_unique' is {header['n_unique']}, expected <= size {header['size']}")
-    if header["capacity"] != _capacity(header["n_unique"]):
-        raise InputError(
-            f"{path}: field 'capacity' is {header['capacity']}, expected {_capacity(header['n_unique'])} "
-            f"for n_unique = {header['n_unique']}"
-        )
-    dtypes = header.get("dtypes")
-    if not isinstance(dtypes, dict):
-        raise InputError(f"{path}: field 'dtypes' is missing, expected an object")
-    for name, allowed in (("keys", ("uint8",)), ("offsets", ("int64",)),
-                          ("positions", POSITION_DTYPES), ("slots", SLOT_DTYPES)):
-        if dtypes.get(name) not in allowed:
-            raise InputError(f"{path}: field 'dtypes.{name}' is {dtypes.get(name)!r}, expected one of {allowed}")
+    if header["n_unique"] > header["size"] or header["size"] > header["database_size"]:
+        raise InputError(f"{path}: expected n_unique <= size <= database_size, got {header['n_unique']}, "
+                         f"{header['size']}, {header['database_size']}")
+    if header["n_unique"] == 0 and header["size"] > 0:
+        raise InputError(f"{path}: field 'n_unique' is 0 but size is {header['size']}, expected >= 1")
+    if header["directory_bits"] != _directory_bits(header["n_unique"]):
+        raise InputError(f"{path}: field 'directory_bits' is {header['directory_bits']}, expected "
+                         f"{_directory_bits(header['n_unique'])} for n_unique = {header['n_unique']}")
+    if header["prefix_bits"] > MAX_PREFIX_BITS or header["prefix"] >= 2**header["prefix_bits"]:
+        raise InputError(f"{path}: fields 'prefix_bits', 'prefix' are {header['prefix_bits']}, {header['prefix']}, "
+                         f"expected prefix_bits <= {MAX_PREFIX_BITS} and prefix < 2**prefix_bits")
+    allowed = INDEX_DTYPES if header["database_size"] < 2**32 else INDEX_DTYPES[1:]
+    if header.get("index_dtype") not in allowed:
+        raise InputError(f"{path}: field 'index_dtype' is {header.get('index_dtype')!r}, expected one of "
+                         f"{allowed} for database_size = {header['database_size']}")
+    expected = _header(**{name: header[name] for name in (
+        "nbytes", "size", "database_size", "n_unique", "directory_bits", "prefix_bits", "prefix", "index_dtype")})
+    if header.get("arrays") != expected["arrays"]:
+        raise InputError(f"{path}: field 'arrays' is {header.get('arrays')!r}, expected {expected['arrays']!r}")
     return header

@@ -27,9 +27,17 @@ the best-first enumeration yields exactly this order, ties included.
 Ranks are held in a 64-bit mask, so only the 64 lowest-|z| bits can be flipped. This is
 no restriction for k <= 64; for k > 64 it is exact as long as L <= 65, because a flip
 set containing rank r comes after the sign code and the r singletons {0}, ..., {r-1}.
+For the same reason the first L probes flip only ranks < L - 1, so only the L - 1
+smallest |z| of a query are ranked (one partition, not a sort of all k).
+
+Batches (``multiprobe_lookup``): queries are enumerated and looked up in blocks of about
+PROBES_PER_BLOCK probe codes, so memory stays bounded for any number of queries and L,
+and the blocks run on several threads (the enumeration and the lookups release the GIL).
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -62,6 +70,27 @@ def max_probes(k: int) -> int:
     return 2**k if k <= MAX_FLIP_RANKS else MAX_FLIP_RANKS + 1
 
 
+def _lowest_ranks(magnitude: np.ndarray, n_ranks: int):
+    """The bits of the ``n_ranks`` smallest |z| of every row, in the order of a stable argsort
+    of |z| (ties by bit index), and those |z| as float64.
+
+    A flip set whose largest rank is m comes after the sign code and the m singletons of
+    lower rank (each costs at most |z| of rank m and has a smaller rank mask), so the first
+    L probes only flip ranks < L - 1: only that many ranks are selected, with one
+    ``np.partition`` over the unique keys ``(float bits of |z|) * 2**32 + bit`` (for
+    non-negative floats the bit pattern orders like the value).
+    """
+    q, k = magnitude.shape
+    keys = magnitude.view(np.uint32).astype(np.uint64) << np.uint64(32)
+    keys |= np.arange(k, dtype=np.uint64)
+    if n_ranks < k:
+        keys = np.partition(keys, n_ranks - 1, axis=1)[:, :n_ranks]
+    keys.sort(axis=1)
+    rank_bits = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    sorted_abs = (keys >> np.uint64(32)).astype(np.uint32).view(np.float32).astype(np.float64)
+    return np.ascontiguousarray(rank_bits), np.ascontiguousarray(sorted_abs)
+
+
 def probe_codes(logits, L: int, *, return_costs: bool = False):
     """The L most likely fingerprints of each query, in probing order.
 
@@ -85,10 +114,11 @@ def probe_codes(logits, L: int, *, return_costs: bool = False):
     L = int(L)
     if not 1 <= L <= max_probes(k):
         raise InputError(f"L: expected 1 <= L <= {max_probes(k)} for k = {k} bits, got {L}")
-    magnitude = np.abs(logits)
-    rank_bits = np.argsort(magnitude, axis=1, kind="stable")[:, :MAX_FLIP_RANKS]
-    sorted_abs = np.take_along_axis(magnitude, rank_bits, axis=1).astype(np.float64)
     top_codes = np.packbits(logits > 0, axis=1)
+    if L == 1:
+        codes = np.ascontiguousarray(top_codes[:, None, :])
+        return (codes, np.zeros((q, 1))) if return_costs else codes
+    rank_bits, sorted_abs = _lowest_ranks(np.abs(logits), min(k, MAX_FLIP_RANKS, L - 1))
     codes = np.empty((q, L, k // 8), dtype=np.uint8)
     costs = np.empty((q, L), dtype=np.float64)
     _core.probe_flip_sets(
@@ -101,20 +131,46 @@ def probe_codes(logits, L: int, *, return_costs: bool = False):
     return (codes, costs) if return_costs else codes
 
 
-def multiprobe_lookup(index, logits, L: int):
+PROBES_PER_BLOCK = 1 << 18  # probe codes enumerated and looked up at once (bounds memory)
+
+
+def multiprobe_lookup(index, logits, L: int, *, threads: int = 1):
     """Retrieved sets of multi-probing: the union of the posting lists of the L most likely
     codes of each query, as CSR ``(offsets (q+1) int64, positions)`` with each query's
     positions sorted increasingly. Distinct codes have disjoint posting lists, so the
-    union is a concatenation and has no duplicates."""
+    union is a concatenation and has no duplicates.
+
+    ``index`` is anything with ``nbytes`` and ``lookup(codes, threads=...)`` (an
+    InvertedIndex or a PartitionedIndex). Queries are processed in blocks of about
+    PROBES_PER_BLOCK probe codes (memory stays bounded for any q and L), the blocks
+    spread over ``threads`` threads (every loop releases the GIL).
+    """
     logits = _check_logits(logits)
     if logits.shape[1] != 8 * index.nbytes:
         raise InputError(
             f"logits: expected k = {8 * index.nbytes} bits for this index, got k = {logits.shape[1]}"
         )
-    codes = probe_codes(logits, L)
-    q = codes.shape[0]
-    offsets, positions = index.lookup(codes.reshape(q * L, index.nbytes))
-    query_offsets = np.ascontiguousarray(offsets[::L])
-    if L > 1:
-        _core.sort_segments(query_offsets, positions)
-    return query_offsets, positions
+    L = int(L)
+    q = logits.shape[0]
+    block = max(1, PROBES_PER_BLOCK // max(L, 1))
+
+    def retrieve(lo, hi):
+        codes = probe_codes(logits[lo:hi], L)
+        offsets, positions = index.lookup(codes.reshape((hi - lo) * L, index.nbytes), threads=1)
+        query_offsets = np.ascontiguousarray(offsets[::L])
+        if L > 1:
+            _core.sort_segments(query_offsets, positions)
+        return query_offsets, positions
+
+    starts = list(range(0, q, block)) or [0]
+    if threads > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(lambda lo: retrieve(lo, min(lo + block, q)), starts))
+    else:
+        parts = [retrieve(lo, min(lo + block, q)) for lo in starts]
+    if len(parts) == 1:
+        return parts[0]
+    sizes = np.array([len(positions) for _, positions in parts], dtype=np.int64)
+    shifts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    offsets = np.concatenate([parts[0][0][:1]] + [o[1:] + s for (o, _), s in zip(parts, shifts)])
+    return offsets, np.concatenate([positions for _, positions in parts])
