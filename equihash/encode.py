@@ -8,11 +8,27 @@ The network always runs on batches of exactly ``FORWARD_BATCH`` instances (the l
 padded): CPU kernels round differently for different batch sizes, though never for
 different batch contents or positions, so a fixed forward batch makes every fingerprint
 independent of where a shard starts, and the merged database byte-identical for any
-shard count.
+shard count. The fingerprint of an instance is thus a function of (model file, bank
+split, labels row, seed, split, position, FORWARD_BATCH); how the work is cut (shards,
+parts, row groups, resumptions) never changes it.
+
+Resumable shards. A shard is encoded in *parts* of ``part_rows`` rows; each finished
+part is saved (atomically) in ``.{shard file}.partial/`` beside the shard file, together
+with the SHA-256 of the labels rows it was computed from. A killed job (preempted,
+out of time, SIGKILL) that runs again reuses every saved part whose labels still match
+and encodes only the rest, then writes the shard file, byte-identical to an
+uninterrupted run, and removes the partial directory. The directory is not a rule
+output, so Snakemake keeps it when a job fails. Its ``spec.json`` records what every
+part depends on besides its labels (SHA-256 of the model file bytes and of the bank
+split, seed, split, shard range, part size, forward batch, torch version): a partial
+state of another model, bank or shard is discarded, never mixed in.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +41,15 @@ from equihash.data.keyed import KeyedRandom
 from equihash.data.mosaic import task_class
 from equihash.io import (InputError, atomic_path, check_schema, codes_array, column_to_numpy, fingerprint_schema,
                          labels_type, logits_array, query_schema, read_label_rows, read_labels,
-                         triplet_schema, write_table)
+                         triplet_schema, write_json, write_table)
 from equihash.nn.cpu import keep_freed_memory
-from equihash.progress import Progress
+from equihash.progress import Progress, logger
 from equihash.train.loop import load_model
 
 ROW_GROUP = 1 << 20  # rows per Parquet row group of fingerprint files
 FORWARD_BATCH = 256  # part of the fingerprint definition; measured fastest on 2 CPU cores (benchmarks/encode.py)
+PART_ROWS = 1 << 16  # rows per resumable part of a shard: at most this much work is lost to a kill
+PARTIAL_FORMAT = 1
 
 
 def shard_range(n: int, shard: int, nb_shards: int) -> tuple[int, int]:
@@ -51,6 +69,26 @@ class Encoder:
         self.mosaic = task_class(self.config["task"])(bank, sigma=self.config["noise_sigma"])
         self.nbits = self.config["nbits"]
         self.batch_size = batch_size
+        bank = np.ascontiguousarray(self.mosaic.bank)
+        bank_hash = hashlib.sha256(repr((bank.shape, bank.dtype.str)).encode())
+        bank_hash.update(bank.data)
+        self.identity = {  # what a fingerprint depends on besides its labels, seed, split and position
+            "model_sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest(),
+            "bank_sha256": bank_hash.hexdigest(),
+            "forward_batch": batch_size,
+            "torch": torch.__version__,
+        }
+
+    def check_labels(self, labels: np.ndarray, path, *, column: str = "labels", first_row: int = 0) -> np.ndarray:
+        """``labels`` (rows ``first_row``.. of ``column`` of ``path``), or InputError naming the first
+        row with an image id beyond the bank split."""
+        size = self.mosaic.bank_size
+        if labels.size and int(labels.max()) >= size:
+            row = int(np.flatnonzero((labels >= size).any(axis=1))[0])
+            raise InputError(f"{path}: column '{column}' row {first_row + row} holds image id "
+                             f"{int(labels[row].max())}; expected ids below {size}, the size of the bank "
+                             "split (labels of another bank or split?)")
+        return labels
 
     @torch.inference_mode()
     def logits(self, labels: np.ndarray, rng: KeyedRandom, indices: np.ndarray, progress=None) -> np.ndarray:
@@ -68,22 +106,119 @@ class Encoder:
         return out
 
 
+def partial_dir(out_path) -> Path:
+    """Where the finished parts of a shard being encoded are kept: ``.{name}.partial`` beside it."""
+    out_path = Path(out_path)
+    return out_path.parent / f".{out_path.name}.partial"
+
+
+class ShardParts:
+    """The saved parts of one shard being encoded (the resumption state, see the module docstring).
+
+    Part ``j`` covers the ``part_rows`` rows from database position ``start + j * part_rows``
+    and is the file ``part-{j:06d}.npz`` holding ``codes`` (rows, B) uint8 and ``labels_sha256``.
+    """
+
+    def __init__(self, directory, spec: dict):
+        self.directory = Path(directory)
+        self.start, self.part_rows = spec["start"], spec["part_rows"]
+        spec_path = self.directory / "spec.json"
+        if self.directory.exists():
+            try:
+                found = json.loads(spec_path.read_text())
+            except (OSError, ValueError):
+                found = None
+            if found != spec:
+                logger.info("%s: partial encoding of another model, bank or shard; discarded", self.directory)
+                shutil.rmtree(self.directory)
+        if not self.directory.exists():
+            self.directory.mkdir(parents=True)
+            write_json(spec, spec_path)
+        self.reused = 0
+
+    def path(self, part: int) -> Path:
+        return self.directory / f"part-{part:06d}.npz"
+
+    @staticmethod
+    def digest(labels: np.ndarray) -> np.ndarray:
+        return np.frombuffer(hashlib.sha256(np.ascontiguousarray(labels, np.uint32).data).digest(), np.uint8)
+
+    def load(self, part: int, labels: np.ndarray, nbytes: int) -> np.ndarray | None:
+        """The saved codes of ``part`` if they were computed from ``labels``; None otherwise."""
+        path = self.path(part)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                codes, digest = saved["codes"], saved["labels_sha256"]
+        except Exception as exc:  # a damaged part is encoded again
+            logger.info("%s: unreadable part (%s), encoding it again", path, exc)
+            return None
+        if codes.shape != (len(labels), nbytes) or codes.dtype != np.uint8 or not np.array_equal(
+                digest, self.digest(labels)):
+            logger.info("%s: part of other labels, encoding it again", path)
+            return None
+        self.reused += 1
+        return codes
+
+    def save(self, part: int, codes: np.ndarray, labels: np.ndarray) -> None:
+        with atomic_path(self.path(part)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, codes=codes, labels_sha256=self.digest(labels))
+
+    def codes(self, encoder: Encoder, labels: np.ndarray, first: int, rng: KeyedRandom, bar) -> np.ndarray:
+        """Fingerprints of database positions ``first``.. with these ``labels`` (whole parts),
+        each part loaded when saved, else encoded and saved."""
+        nbytes = encoder.nbits // 8
+        codes = np.empty((len(labels), nbytes), dtype=np.uint8)
+        for lo in range(0, len(labels), self.part_rows):
+            rows = slice(lo, min(lo + self.part_rows, len(labels)))
+            part = (first + lo - self.start) // self.part_rows
+            saved = self.load(part, labels[rows], nbytes)
+            if saved is None:
+                ids = np.arange(first + rows.start, first + rows.stop, dtype=np.uint64)
+                saved = pack_codes(encoder.logits(labels[rows], rng, ids, bar))
+                self.save(part, saved, labels[rows])
+            else:
+                bar.update(len(saved))
+            codes[rows] = saved
+        return codes
+
+    def discard(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 def encode_database_shard(encoder: Encoder, labels_path, *, seed: int, split: str, shard: int,
-                          nb_shards: int, out_path) -> None:
-    """Write shard ``shard`` of ``nb_shards``: `id`, `code` for its contiguous range of positions."""
+                          nb_shards: int, out_path, part_rows: int = PART_ROWS) -> None:
+    """Write shard ``shard`` of ``nb_shards``: `id`, `code` for its contiguous range of positions.
+
+    Resumable: finished parts of ``part_rows`` rows survive a kill and are reused by the
+    next call with the same model, bank, labels and shard (see the module docstring);
+    ``part_rows`` (a power of two up to ``ROW_GROUP``) does not change the output bytes.
+    """
+    if part_rows < 1 or ROW_GROUP % part_rows:
+        raise InputError(f"part_rows: expected a power of two up to {ROW_GROUP}, got {part_rows}")
     check_schema(labels_path, {"labels": labels_type(encoder.mosaic.cells)})
     start, stop = shard_range(pq.ParquetFile(labels_path).metadata.num_rows, shard, nb_shards)
     rng = KeyedRandom(seed, split, "database")
     schema = fingerprint_schema(encoder.nbits // 8)
-    with atomic_path(out_path) as tmp, \
-            Progress(stop - start, f"encode shard {shard}/{nb_shards}", "mosaic") as bar:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    spec = {"format": PARTIAL_FORMAT, **encoder.identity, "seed": seed, "split": split, "shard": shard,
+            "nb_shards": nb_shards, "start": start, "stop": stop, "part_rows": part_rows}
+    parts = ShardParts(partial_dir(out_path), spec)
+    try:
+        with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer, \
+                Progress(stop - start, f"encode shard {shard}/{nb_shards}", "mosaic") as bar:
             for lo in range(start, stop, ROW_GROUP):
                 hi = min(lo + ROW_GROUP, stop)
-                labels = read_label_rows(labels_path, lo, hi)
+                labels = encoder.check_labels(read_label_rows(labels_path, lo, hi), labels_path, first_row=lo)
+                codes = parts.codes(encoder, labels, lo, rng, bar)
                 ids = np.arange(lo, hi, dtype=np.uint64)
-                codes = pack_codes(encoder.logits(labels, rng, ids, bar))
                 writer.write_table(pa.table([pa.array(ids), codes_array(codes)], schema=schema))
+    except InputError:  # bad labels: the saved parts are of no use
+        parts.discard()
+        raise
+    if parts.reused:
+        logger.info("%s: %d parts of %d rows reused from an interrupted run", out_path, parts.reused, part_rows)
+    parts.discard()
 
 
 def merge_shards(shard_paths, out_path, nbytes: int) -> int:
@@ -128,7 +263,8 @@ def encode_queries(encoder: Encoder, labels_dir, *, seed: int, split: str, out_p
     labels_dir = Path(labels_dir)
     nbytes = encoder.nbits // 8
     for name, out in (("positive_queries", out_positive), ("negative_queries", out_negative)):
-        labels = read_labels(labels_dir / f"{name}.parquet", encoder.mosaic.cells)
+        labels = encoder.check_labels(read_labels(labels_dir / f"{name}.parquet", encoder.mosaic.cells),
+                                      labels_dir / f"{name}.parquet")
         ids = np.arange(len(labels), dtype=np.uint64)
         with Progress(len(labels), f"encode {name}", "mosaic") as bar:
             logits = encoder.logits(labels, KeyedRandom(seed, split, name), ids, bar)
@@ -138,8 +274,10 @@ def encode_queries(encoder: Encoder, labels_dir, *, seed: int, split: str, out_p
     pairs_path = labels_dir / "negative_pairs.parquet"
     kind = labels_type(encoder.mosaic.cells)
     check_schema(pairs_path, {"anchor": kind, "negative": kind})
-    anchor = read_labels(pairs_path, encoder.mosaic.cells, column="anchor")
-    negative = read_labels(pairs_path, encoder.mosaic.cells, column="negative")
+    anchor = encoder.check_labels(read_labels(pairs_path, encoder.mosaic.cells, column="anchor"),
+                                  pairs_path, column="anchor")
+    negative = encoder.check_labels(read_labels(pairs_path, encoder.mosaic.cells, column="negative"),
+                                    pairs_path, column="negative")
     ids = np.arange(len(anchor), dtype=np.uint64)
     members = {}
     with Progress(3 * len(anchor), "encode triplets", "mosaic") as bar:

@@ -1,7 +1,9 @@
 """Artifact schemas (shared/ARTIFACTS.md), atomic writes and validated readers.
 
 Every artifact is written to a temporary name in its own directory and renamed
-when complete, so an interrupted job never leaves a file that looks finished.
+when complete, so an interrupted job never leaves a file that looks finished. A job
+killed outright (SIGKILL, a lost node) cannot remove its temporary; the next write of
+the same artifact does.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,21 +20,43 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from equihash.progress import fault_point
+
 
 class InputError(ValueError):
     """Bad input: the message names the file (or config key), the field and the expectation."""
 
 
 # --------------------------------------------------------------------------- atomic writes
+def stale_temporaries(path) -> list[Path]:
+    """Temporaries of ``path`` left by killed writers: ``.{name}.XXXXXXXX.tmp`` beside it, and
+    the temporaries of those temporaries (a writer that writes its temporary atomically)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.+{re.escape(path.name)}(\.[a-z0-9_]+\.tmp)+")
+    with os.scandir(path.parent) as entries:
+        return sorted(Path(entry.path) for entry in entries
+                      if entry.name.endswith(".tmp") and pattern.fullmatch(entry.name))
+
+
 @contextlib.contextmanager
 def atomic_path(path, *, directory=False):
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
     On any exception the temporary file or directory is removed and nothing is left at
-    ``path``. Parent directories are created.
+    ``path``. Parent directories are created. An artifact has one writer at a time
+    (Snakemake locks its working directory), so temporaries of ``path`` found on entry
+    were left by a killed writer and are removed. The rename is a fault point
+    (``equihash.progress.fault_point``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in stale_temporaries(path):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     else:
@@ -40,6 +65,7 @@ def atomic_path(path, *, directory=False):
         tmp = Path(name)
     try:
         yield tmp
+        fault_point(f"commit {path}")
         if directory and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -115,8 +141,11 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array, *, path="?", name="?") -
         if column.null_count:
             raise InputError(f"{path}: column '{name}' has null rows; expected none")
         width = kind.list_size
-        values = column.flatten().to_numpy(zero_copy_only=False)
-        return values.reshape(len(column), width)
+        values = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), width)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():  # logits: NaN or inf is never valid
+            row = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
+            raise InputError(f"{path}: column '{name}' row {row} holds NaN or infinity; expected finite values")
+        return values
     if pa.types.is_fixed_size_binary(kind):
         width = kind.byte_width
         buf = column.buffers()[1]
