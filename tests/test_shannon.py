@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from equihash.train.shannon import entropy_of_tuples, shannon_gradient
+from equihash.train.evaluation import subset_family
+from equihash.train.shannon import entropy_of_tuples, shannon_gradient, tuple_family
 
 
 def random_logits(n_instances, k, scale=2.0, seed=0, dtype=torch.float64):
@@ -23,9 +24,10 @@ def autograd_gradient(z, tuple_size):
     return z.grad, entropy.detach()
 
 
-def literal_gradient(z, tuple_size, gradient="normal", prior=1.0):
-    """The formula of THESIS.md 6.1 written out with Python loops over tuples, bits and
-    configurations (numpy float64): ``(grad of -sum_T H_T, sum_T H_T)``."""
+def literal_gradient(z, tuple_size, gradient="normal", prior=1.0, tuples=None):
+    """The formula of THESIS.md 6.1 written out with Python loops over tuples (all of them,
+    or the list ``tuples``), bits and configurations (numpy float64):
+    ``(grad of -sum_T H_T, sum_T H_T)``."""
     z = np.asarray(z, dtype=np.float64)
     n_instances, k = z.shape
     p1 = 1 / (1 + np.exp(-z))
@@ -34,7 +36,9 @@ def literal_gradient(z, tuple_size, gradient="normal", prior=1.0):
     prob = {0: p0, 1: p1}
     grad = np.zeros_like(z)
     total_entropy = 0.0
-    for tuple_bits in itertools.combinations(range(k), tuple_size):
+    if tuples is None:
+        tuples = itertools.combinations(range(k), tuple_size)
+    for tuple_bits in tuples:
         for config in itertools.product((0, 1), repeat=tuple_size):
             p = np.mean(np.prod([prob[c][:, b] for b, c in zip(tuple_bits, config)], axis=0))
             total_entropy -= p * math.log(p)
@@ -175,6 +179,102 @@ def test_gradient_ascends_the_entropy():
     _, raised = shannon_gradient(z - step * grad, 3)
     gain = raised.item() - entropy.item()
     assert gain == pytest.approx(step * grad.pow(2).sum().item(), rel=1e-2)
+
+
+# --------------------------------------------------------------------------- tuple cover
+@pytest.mark.parametrize("k, tuple_size", [(64, 3), (64, 4), (10, 3), (7, 4), (8, 2)])
+def test_tuple_families_cover_bits_and_pairs(k, tuple_size):
+    assert tuple_family(k, tuple_size, "all") is None
+    bits = tuple_family(k, tuple_size, "bits", seed=0).numpy()
+    pairs = tuple_family(k, tuple_size, "pairs", seed=0).numpy()
+    for family in (bits, pairs):
+        assert family.dtype == np.int64 and family.shape[1] == tuple_size
+        assert (np.diff(family, axis=1) > 0).all()  # ascending, distinct bits per tuple
+        assert len({tuple(row) for row in family.tolist()}) == len(family)  # distinct tuples
+    # "bits": every bit, in ceil(k / t) tuples, the minimum.
+    assert set(bits.ravel().tolist()) == set(range(k)) and len(bits) == -(-k // tuple_size)
+    # "pairs": every pair of bits lies in some tuple.
+    covered = np.zeros((k, k), dtype=bool)
+    for position in itertools.combinations(range(tuple_size), 2):
+        covered[pairs[:, position[0]], pairs[:, position[1]]] = True
+    assert covered[np.triu_indices(k, 1)].all()
+    # Fixed by (k, t, cover, seed); another seed, another family; never the evaluation's.
+    assert np.array_equal(tuple_family(k, tuple_size, "bits", seed=0).numpy(), bits)
+    assert not np.array_equal(tuple_family(k, tuple_size, "bits", seed=1).numpy(), bits)
+    if math.comb(k, tuple_size) > len(pairs):
+        assert not np.array_equal(pairs, subset_family(k, tuple_size, 0))
+
+
+@pytest.mark.parametrize("cover", ["bits", "pairs"])
+@pytest.mark.parametrize("tuple_size", [2, 3, 4])
+def test_cover_gradient_matches_autograd_over_exactly_its_tuples(cover, tuple_size):
+    k = 9
+    family = tuple_family(k, tuple_size, cover, seed=tuple_size)
+    z = random_logits(24, k, seed=20 + tuple_size)
+    grad, entropy = shannon_gradient(z, tuple_size, tuples=family)
+    leaf = z.clone().requires_grad_(True)
+    expected_entropy = entropy_of_tuples(leaf, tuple_size, family)
+    (-expected_entropy).backward()
+    torch.testing.assert_close(grad, leaf.grad, rtol=1e-10, atol=1e-13)
+    assert entropy.item() == pytest.approx(expected_entropy.item(), rel=1e-12)
+    # The reference itself sums exactly the family's tuples: the literal loop agrees.
+    literal_grad, literal_entropy = literal_gradient(z.numpy(), tuple_size, tuples=family.tolist())
+    np.testing.assert_allclose(grad.numpy(), literal_grad, rtol=1e-10, atol=1e-14)
+    assert entropy.item() == pytest.approx(literal_entropy, rel=1e-12)
+
+
+def test_cover_by_hand_one_tuple():
+    # Family {(0, 2)} of k = 3 bits: only bits 0 and 2 feel the Shannon term, and the
+    # entropy is that of one tuple. Two instances with logits +-ln 3 on bits 0 and 2:
+    # P(b=1) = (3/4, 3/4) and (1/4, 1/4); p_T(c) is the mean over the two instances:
+    # 00: (1/16 + 9/16)/2 = 5/16, 01 and 10: (3/16 + 3/16)/2 = 3/16, 11: (9/16 + 1/16)/2 = 5/16.
+    z = torch.tensor([[math.log(3), 5.0, math.log(3)], [-math.log(3), -5.0, -math.log(3)]], dtype=torch.float64)
+    grad, entropy = shannon_gradient(z, 2, tuples=torch.tensor([[2, 0]]))
+    assert entropy.item() == pytest.approx(-2 * (5 / 16 * math.log(5 / 16) + 3 / 16 * math.log(3 / 16)), rel=1e-13)
+    assert torch.equal(grad[:, 1], torch.zeros(2))
+    # Bit 0, instance 0: sigmoid' = 3/16, 1/N = 1/2; l(c2=1) = ln(p(1,1)/p(0,1)) = ln(5/3),
+    # l(c2=0) = ln(3/5); P_0(b2=1) = 3/4: 3/16 / 2 * (3/4 ln(5/3) + 1/4 ln(3/5)).
+    assert grad[0, 0].item() == pytest.approx(3 / 32 * 0.5 * math.log(5 / 3), rel=1e-13)
+    assert grad[0, 2].item() == pytest.approx(grad[0, 0].item(), rel=1e-13)
+
+
+def test_the_all_family_and_reordered_families_give_the_same_result():
+    z = random_logits(30, 8, seed=12)
+    every = torch.combinations(torch.arange(8), r=3)
+    implicit, entropy = shannon_gradient(z, 3)
+    explicit, entropy_explicit = shannon_gradient(z, 3, tuples=every.flip(1)[torch.randperm(len(every))])
+    torch.testing.assert_close(explicit, implicit, rtol=1e-12, atol=1e-15)
+    assert entropy_explicit.item() == pytest.approx(entropy.item(), rel=1e-13)
+    family = tuple_family(8, 3, "pairs", seed=1)
+    once = shannon_gradient(z, 3, "pseudo-smooth", tuples=family)
+    twice = shannon_gradient(z, 3, "pseudo-smooth", tuples=torch.cat([family, family.flip(0)]))
+    assert torch.equal(once[0], twice[0]) and torch.equal(once[1], twice[1])  # a set of tuples
+    for chunk in (1, 30 * 4 * 5):
+        chunked = shannon_gradient(z, 3, "pseudo-smooth", tuples=family, max_chunk_elements=chunk)
+        torch.testing.assert_close(chunked[0], once[0], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "tuples, message",
+    [
+        (torch.tensor([[0, 1]]), "tuple_size=3"),
+        (torch.tensor([[0.0, 1.0, 2.0]]), "integer"),
+        (torch.zeros(0, 3, dtype=torch.int64), "non-empty"),
+        (torch.tensor([[0, 1, 1]]), "distinct bit indices"),
+        (torch.tensor([[0, 1, 5]]), r"in \[0, 5\)"),
+        ([[0, 1, 2]], "tensor"),
+    ],
+)
+def test_bad_tuples_are_rejected(tuples, message):
+    with pytest.raises(ValueError, match=message):
+        shannon_gradient(torch.zeros(4, 5), 3, tuples=tuples)
+
+
+def test_bad_tuple_family_settings_are_rejected():
+    with pytest.raises(ValueError, match="tuples"):
+        tuple_family(8, 3, "triples")
+    with pytest.raises(ValueError, match="tuple_size"):
+        tuple_family(8, 9, "bits")
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,13 @@
 """Tests of the ShannonHamming objective (THESIS.md 6.1) as a logits gradient."""
 
+import inspect
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from equihash.train.shannon import entropy_of_tuples, shannon_gradient
+from equihash.train.shannon import entropy_of_tuples, shannon_gradient, tuple_family
 from equihash.train.shannon_hamming import (
     ShannonHamming,
     hamming_gradient,
@@ -13,6 +15,9 @@ from equihash.train.shannon_hamming import (
     huber_gradient,
     huber_penalty,
 )
+
+
+RNG = np.random.default_rng(0)  # unused by ShannonHamming, part of the objective interface
 
 
 def pair_logits(n, k, scale=2.0, seed=0):
@@ -84,6 +89,7 @@ def test_huber_known_values_and_smoothness():
 def test_logits_gradient_matches_autograd_of_the_objective(tuple_size):
     n, k = 10, 8
     objective = ShannonHamming(
+        k,
         hamming_weight=0.8,
         shannon_weight=0.3,
         tuple_size=tuple_size,
@@ -99,10 +105,11 @@ def test_logits_gradient_matches_autograd_of_the_objective(tuple_size):
         + huber_penalty(leaf, 0.5, 4.0).sum() / n
     )
     loss.backward()
-    grad, stats = objective.logits_gradient(z)
+    grad, stats = objective.logits_gradient(z, step=0, rng=RNG)
     assert grad.shape == z.shape and grad.dtype == z.dtype
     torch.testing.assert_close(grad, leaf.grad, rtol=1e-10, atol=1e-13)
 
+    assert stats["loss"] == pytest.approx(loss.item(), rel=1e-12)
     entropy_bits = entropy_of_tuples(z.reshape(2 * n, k), tuple_size).item() / math.log(2)
     assert stats["entropy"] == pytest.approx(entropy_bits, rel=1e-12)
     assert stats["loss_hamming"] == pytest.approx(hamming_loss(z).item(), rel=1e-12)
@@ -110,18 +117,18 @@ def test_logits_gradient_matches_autograd_of_the_objective(tuple_size):
     assert all(type(value) is float for value in stats.values())
     # Each norm is the norm of its weighted term alone.
     alone = {
-        "grad_norm_hamming": ShannonHamming(0.8, 0.0, tuple_size),
-        "grad_norm_shannon": ShannonHamming(0.0, 0.3, tuple_size),
-        "grad_norm_huber": ShannonHamming(0.0, 0.0, tuple_size, huber_slope=0.5, huber_knee=4.0),
+        "grad_norm_hamming": ShannonHamming(k, 0.8, 0.0, tuple_size),
+        "grad_norm_shannon": ShannonHamming(k, 0.0, 0.3, tuple_size),
+        "grad_norm_huber": ShannonHamming(k, 0.0, 0.0, tuple_size, huber_slope=0.5, huber_knee=4.0),
     }
     for key, term in alone.items():
-        norm = term.logits_gradient(z)[0].norm().item()
+        norm = term.logits_gradient(z, step=0, rng=RNG)[0].norm().item()
         assert stats[key] == pytest.approx(norm, rel=1e-12)
 
 
 def test_known_stats_at_zero_logits():
     n, k = 4, 6
-    grad, stats = ShannonHamming(tuple_size=3).logits_gradient(torch.zeros(n, 2, k))
+    grad, stats = ShannonHamming(k, tuple_size=3).logits_gradient(torch.zeros(n, 2, k), step=0, rng=RNG)
     # Uniform bits: no Shannon or Hamming pull (d/dz of -log P(equal) is 0 at z1 = z2).
     assert torch.equal(grad, torch.zeros(n, 2, k))
     assert stats["entropy"] == pytest.approx(math.comb(k, 3) * 3, rel=1e-6)  # bits
@@ -133,8 +140,8 @@ def test_known_stats_at_zero_logits():
 def test_pseudo_smooth_objective_composes_its_terms():
     n, k = 12, 7
     z = pair_logits(n, k, seed=5).float()
-    objective = ShannonHamming(shannon_weight=0.05, gradient="pseudo-smooth", prior=2.0)
-    grad, stats = objective.logits_gradient(z)
+    objective = ShannonHamming(k, shannon_weight=0.05, gradient="pseudo-smooth", prior=2.0)
+    grad, stats = objective.logits_gradient(z, step=0, rng=RNG)
     d_hamming, _ = hamming_gradient(z)
     d_shannon, _ = shannon_gradient(z.reshape(2 * n, k), 3, "pseudo-smooth", 2.0)
     torch.testing.assert_close(grad, d_hamming + 0.05 * d_shannon.reshape(n, 2, k))
@@ -143,16 +150,47 @@ def test_pseudo_smooth_objective_composes_its_terms():
     weights = torch.randn(k, k, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     inputs = torch.randn(n, 2, k, generator=torch.Generator().manual_seed(1))
     logits = inputs @ weights
-    grad, _ = objective.logits_gradient(logits.detach())
+    grad, _ = objective.logits_gradient(logits.detach(), step=0, rng=RNG)
     logits[: n // 2].backward(grad[: n // 2])
     (inputs[n // 2 :] @ weights).backward(grad[n // 2 :])
     expected = torch.einsum("npi,npj->ij", inputs, grad)
     torch.testing.assert_close(weights.grad, expected)
 
 
+@pytest.mark.parametrize("tuples", ["bits", "pairs"])
+def test_tuple_cover_objective_matches_autograd(tuples):
+    n, k = 10, 9
+    objective = ShannonHamming(k, shannon_weight=0.3, tuples=tuples, tuple_seed=5)
+    family = tuple_family(k, 3, tuples, 5)
+    assert torch.equal(objective.tuple_family, family)
+    z = pair_logits(n, k, seed=8)
+    leaf = z.clone().requires_grad_(True)
+    loss = hamming_loss(leaf) - 0.3 * entropy_of_tuples(leaf.reshape(2 * n, k), 3, family)
+    loss.backward()
+    grad, stats = objective.logits_gradient(z, step=0, rng=RNG)
+    torch.testing.assert_close(grad, leaf.grad, rtol=1e-10, atol=1e-13)
+    assert stats["loss"] == pytest.approx(loss.item(), rel=1e-12)
+    # Zero logits: every tuple of the family is uniform, entropy = F * 3 bits.
+    _, uniform = objective.logits_gradient(torch.zeros(n, 2, k), step=0, rng=RNG)
+    assert uniform["entropy"] == pytest.approx(len(family) * 3, rel=1e-6)
+
+
+def test_module_interface_and_defaults():
+    objective = ShannonHamming(64)
+    assert isinstance(objective, torch.nn.Module) and objective.data == "positive_pairs"
+    assert list(objective.parameters()) == [] and objective.state_dict() == {}
+    assert objective.tuple_family is None
+    signature = inspect.signature(ShannonHamming).parameters
+    assert ShannonHamming.DEFAULTS == {name: p.default for name, p in signature.items() if name != "nbits"}
+    assert "shannon_weight=0.01" in repr(objective) and "tuples='all'" in repr(objective)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
+        ({"tuples": "triples"}, "tuples"),
+        ({"tuple_seed": -1}, "tuple_seed"),
+        ({"tuple_size": 7}, "tuple_size"),
         ({"gradient": "smooth"}, "gradient"),
         ({"gradient": "pseudo-smooth", "prior": 0.0}, "prior"),
         ({"tuple_size": 1}, "tuple_size"),
@@ -163,11 +201,13 @@ def test_pseudo_smooth_objective_composes_its_terms():
 )
 def test_bad_settings_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        ShannonHamming(**kwargs)
+        ShannonHamming(6, **kwargs)
 
 
 def test_bad_logits_are_rejected():
     with pytest.raises(ValueError, match="n pairs, 2, k bits"):
-        ShannonHamming().logits_gradient(torch.zeros(8, 6))
+        ShannonHamming(6).logits_gradient(torch.zeros(8, 6), step=0, rng=RNG)
+    with pytest.raises(ValueError, match="nbits = 6"):
+        ShannonHamming(6).logits_gradient(torch.zeros(8, 2, 7), step=0, rng=RNG)
     with pytest.raises(ValueError, match="n pairs, 2, k bits"):
         hamming_loss(torch.zeros(4, 3, 6))

@@ -10,10 +10,10 @@ from equihash.train.loop import Trainer, load_model
 
 PARAMS = {
     "seed": 0, "steps": 4, "batch_size": 4, "batches_per_step": 2, "learning_rate": 1e-3,
-    "clip_value": 10.0, "recompute_forward": False, "eval_every": 2, "eval_size": 16,
-    "checkpoint_every": 2,
-    "objective": {"hamming_weight": 1.0, "shannon_weight": 0.01, "tuple_size": 3, "gradient": "normal",
-                  "prior": 1.0, "huber_slope": 0.0, "huber_knee": 9.0, "saturation": 9.0},
+    "clip_value": 10.0, "recompute_forward": False, "device": "cpu", "bf16": False, "deterministic": True,
+    "eval_every": 2, "eval_size": 16, "checkpoint_every": 2,
+    "objective": {"hamming_weight": 1.0, "shannon_weight": 0.01, "tuple_size": 3, "tuples": "all",
+                  "gradient": "normal", "prior": 1.0, "huber_slope": 0.0, "huber_knee": 9.0, "saturation": 9.0},
 }
 BANK = np.random.default_rng(0).integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
 
@@ -72,8 +72,8 @@ def test_recomputed_forward_gives_the_same_parameter_update(tmp_path):
 
 def test_step_statistics_and_training_data_are_keyed(tmp_path):
     t = trainer(tmp_path)
-    assert torch.equal(t.step_instances(3), trainer(tmp_path).step_instances(3))
-    assert not torch.equal(t.step_instances(3), t.step_instances(4))
+    assert torch.equal(t.step_data(3)[0], trainer(tmp_path).step_data(3)[0])
+    assert not torch.equal(t.step_data(3)[0], t.step_data(4)[0])
     stats = t.train_step()
     assert set(stats) >= {"loss_hamming", "entropy", "saturation", "clipped_share",
                           "grad_norm_hamming", "grad_norm_shannon", "grad_norm_huber"}
@@ -103,3 +103,49 @@ def test_unknown_model_and_bad_model_file(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"junk")
     with pytest.raises(InputError, match="model.pt: not a valid equihash model file"):
         load_model(tmp_path / "model.pt")
+
+
+OBJECTIVE_PARAMS = {
+    "HashNet": {"alpha": 0.15, "beta_init": 1.0, "beta_gamma": 0.0005, "beta_power": 0.5, "beta_step_size": 200},
+    "JMLH": {"num_classes": 50, "kl_weight": 0.1},
+    "HashNetShannon": {"alpha": 0.05, "shannon_weight": 0.0001, "tuple_size": 3, "tuples": "all",
+                       "gradient": "normal", "prior": 1.0, "beta_init": 1.0, "beta_gamma": 0.0005,
+                       "beta_power": 0.5, "beta_step_size": 200},
+}
+
+
+def baseline(model, checkpoint_dir):
+    return Trainer(task="MnistMosaic", model=model, bank_train=BANK, bank_valid=BANK[:20], nbits=16,
+                   noise_sigma=0.2, params={**PARAMS, "objective": OBJECTIVE_PARAMS[model]},
+                   checkpoint_dir=checkpoint_dir)
+
+
+def test_each_objective_gets_its_kind_of_data(tmp_path):
+    x, targets = baseline("HashNet", tmp_path).step_data(0)
+    assert x.shape == (8, 2, 56, 56) and targets["similar"].tolist() == [1.0] * 4 + [0.0] * 4
+    x, targets = baseline("JMLH", tmp_path).step_data(0)
+    assert x.shape == (8, 56, 56) and 0 <= int(targets["classes"].min()) and int(targets["classes"].max()) < 50
+    x, targets = baseline("HashNetShannon", tmp_path).step_data(0)
+    assert x.shape == (8, 2, 56, 56) and targets == {}
+    jmlh = baseline("JMLH", tmp_path)
+    # a class is one fixed training label: the same class gives the same clean mosaic
+    assert len({tuple(row) for row in jmlh.classes.tolist()}) == 50
+
+
+@pytest.mark.parametrize("model", ["HashNet", "JMLH", "HashNetShannon"])
+def test_baselines_resume_bit_identical(tmp_path, model):
+    whole = baseline(model, tmp_path / "whole")
+    whole.run()
+    baseline(model, tmp_path / "killed").run(stop_after=3)
+    resumed = baseline(model, tmp_path / "killed")
+    resumed.run()
+    assert_same_state(whole.net, resumed.net)
+    assert_same_state(whole.objective, resumed.objective)
+    assert resumed.eval_rows == whole.eval_rows
+
+
+def test_cuda_without_a_gpu_is_named(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(InputError, match="device: the configuration asks for cuda"):
+        trainer(tmp_path, device="cuda")

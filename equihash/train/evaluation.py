@@ -64,7 +64,7 @@ _MAX_CHUNK_ELEMENTS = 1 << 22
 
 
 # --------------------------------------------------------------------------- subset families
-def subset_family(k: int, s: int, seed: int) -> np.ndarray:
+def subset_family(k: int, s: int, seed: int, stream: str = "subset_family") -> np.ndarray:
     """A fixed random family of s-subsets of the k bits that covers every bit or every pair.
 
     Returns an (F, s) int64 array, one subset per row, bit indices sorted within a row.
@@ -77,8 +77,9 @@ def subset_family(k: int, s: int, seed: int) -> np.ndarray:
       already chosen (ties broken at random). For k = 64 this gives F = 2016 (s = 2, all
       pairs), about 690 (s = 3) and about 370 (s = 4), near the covering lower bounds.
 
-    The family depends only on (k, s, seed): its randomness is the keyed stream
-    ``KeyedRandom(seed, "train", f"subset_family_{s}")``, item 0.
+    The family depends only on (k, s, seed, stream): its randomness is the keyed stream
+    ``KeyedRandom(seed, "train", f"{stream}_{s}")``, item 0 (another ``stream`` gives a
+    family independent of the evaluation's, e.g. the Shannon term's tuple cover).
     """
     k, s = int(k), int(s)
     if s < 1 or k < s:
@@ -86,7 +87,7 @@ def subset_family(k: int, s: int, seed: int) -> np.ndarray:
     if s == 1:
         return np.arange(k, dtype=np.int64)[:, None]
 
-    rng = KeyedRandom(seed, "train", f"subset_family_{s}").at(0)
+    rng = KeyedRandom(seed, "train", f"{stream}_{s}").at(0)
     relabel = rng.permutation(k)  # greedy position -> bit index
     uncovered = ~np.eye(k, dtype=bool)  # symmetric: uncovered[i, j] for pairs i != j
     first_of_row = np.triu(np.ones((k, k), dtype=bool), 1)  # scan order i < j

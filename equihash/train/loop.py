@@ -14,18 +14,29 @@ slice. The thesis recomputes the forward pass after a first pass without gradien
 save memory; ``recompute_forward: true`` does exactly that (the gradient is the same,
 BatchNorm running statistics are then updated twice per step as in the thesis code),
 the default keeps the graphs of the first pass, which saves a third of the work.
+
+Objectives (one module each) say which data they train on (``objective.data``):
+``positive_pairs`` (two instances of one label per row), ``mixed_pairs`` (the first half
+of the rows positive pairs, the second half pairs of distinct labels, with ``similar``
+1/0) or ``classes`` (one instance of one of ``num_classes`` fixed training labels per
+row); each returns the gradient of its loss with respect to the logits of the step.
+
+Device: ``device: auto`` trains on CUDA when it is present, else on the CPU; ``bf16``
+runs the network under bfloat16 autocast on CUDA; ``deterministic`` asks torch for
+deterministic kernels. Instances are always generated on the CPU with keyed noise.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from equihash.config import config_sha256
 from equihash.data.banks import read_bank
 from equihash.data.keyed import KeyedRandom
 from equihash.codes import pack_codes
@@ -35,15 +46,29 @@ from equihash.nn import network_for_task
 from equihash.nn.cpu import keep_freed_memory
 from equihash.progress import Progress, logger
 from equihash.train.evaluation import EVAL_LOG_COLUMNS, subset_family, training_figures
+from equihash.train.hashnet import HashNet
+from equihash.train.hashnet_shannon import HashNetShannon
+from equihash.train.jmlh import JMLH
 from equihash.train.shannon_hamming import ShannonHamming
 
 CHECKPOINT_FORMAT = 1
-OBJECTIVES = {"ShannonHamming": ShannonHamming}
+OBJECTIVES = {"ShannonHamming": ShannonHamming, "HashNet": HashNet, "JMLH": JMLH, "HashNetShannon": HashNetShannon}
 
 
-def config_hash(obj) -> str:
-    """Stable short hash of a JSON-serialisable configuration."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+def resolve_device(requested: str, *, deterministic: bool = False) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error naming the key."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InputError("device: the configuration asks for cuda but torch sees no CUDA GPU "
+                         f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
+                         "set device: auto or cpu, or run the job on a GPU node")
+    if deterministic:
+        if requested == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True)
+    return torch.device(requested)
 
 
 class EvalSet:
@@ -67,11 +92,13 @@ class EvalSet:
 
 
 @torch.inference_mode()
-def encode_instances(net: torch.nn.Module, instances: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits of ``instances`` (n, ..., H, W) in evaluation mode, batch by batch."""
+def encode_instances(net: torch.nn.Module, instances: torch.Tensor, batch_size: int = 512,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """Logits of ``instances`` (n, ..., H, W) in evaluation mode, batch by batch, on the CPU."""
     was_training = net.training
     net.eval()
-    out = torch.cat([net(instances[i:i + batch_size]) for i in range(0, len(instances), batch_size)])
+    out = torch.cat([net(instances[i:i + batch_size].to(device)).float().cpu()
+                     for i in range(0, len(instances), batch_size)])
     net.train(was_training)
     return out
 
@@ -85,19 +112,29 @@ class Trainer:
             raise InputError(f"unknown model '{model}'; known models: {', '.join(sorted(OBJECTIVES))}")
         self.task, self.model, self.nbits, self.params = task, model, nbits, params
         self.resolved = {"task": task, "model": model, "nbits": nbits, "noise_sigma": noise_sigma, **params}
-        self.hash = config_hash(self.resolved)
+        self.hash = config_sha256(self.resolved)
         mosaic_cls = task_class(task)
         self.train_mosaic = mosaic_cls(bank_train, sigma=noise_sigma)
         self.valid_mosaic = mosaic_cls(bank_valid, sigma=noise_sigma)
         self.seed = int(params["seed"])
-        self.pairs_per_step = params["batch_size"] * params["batches_per_step"]
+        self.rows_per_step = params["batch_size"] * params["batches_per_step"]
         self.labels_rng = KeyedRandom(self.seed, "train", "train_labels")
         self.noise_rng = KeyedRandom(self.seed, "train", "train_noise")
-        self.objective = OBJECTIVES[model](**params["objective"])
+        self.objective_rng = KeyedRandom(self.seed, "train", "objective")
+        self.device = resolve_device(params["device"], deterministic=params["deterministic"])
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if params["bf16"] and self.device.type == "cuda" else nullcontext())
         keep_freed_memory()
         torch.manual_seed(self.seed)
-        self.net = network_for_task(task, nbits).to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=params["learning_rate"])
+        self.net = network_for_task(task, nbits).to(self.device, memory_format=torch.channels_last)
+        self.objective = OBJECTIVES[model](nbits, **params["objective"]).to(self.device)
+        self.classes = None
+        if self.objective.data == "classes":
+            self.classes = distinct_labels(KeyedRandom(self.seed, "train", "classes").at(0),
+                                           params["objective"]["num_classes"], self.train_mosaic.bank_size,
+                                           self.train_mosaic.cells)
+        self.optimizer = torch.optim.Adam([*self.net.parameters(), *self.objective.parameters()],
+                                          lr=params["learning_rate"])
         self.checkpoint_dir = Path(checkpoint_dir)
         self.step = 0
         self.eval_rows: list[dict] = []
@@ -106,34 +143,64 @@ class Trainer:
         self.families = {s: subset_family(nbits, s, self.seed) for s in range(1, 5)}
 
     # ------------------------------------------------------------------ data
-    def step_instances(self, step: int) -> torch.Tensor:
-        """The (pairs_per_step, 2, H, W) training instances of ``step``."""
-        labels = distinct_labels(self.labels_rng.at(step), self.pairs_per_step,
-                                 self.train_mosaic.bank_size, self.train_mosaic.cells)
-        idx = np.arange(step * self.pairs_per_step, (step + 1) * self.pairs_per_step)
-        views = [self.train_mosaic.noisy(labels, self.noise_rng, idx, sub=v) for v in (0, 1)]
-        return torch.from_numpy(np.stack(views, axis=1))
+    def step_data(self, step: int) -> tuple[torch.Tensor, dict]:
+        """The training instances of ``step`` and the objective's targets.
+
+        Pairs: (rows, 2, H, W) with ``similar`` for mixed pairs; classes: (rows, H, W) with
+        ``classes``. Row r of step s is noisy instance ``s * rows + r`` of the noise stream
+        (sub-item = the member of the pair), so every step is reproducible on its own.
+        """
+        n, mosaic = self.rows_per_step, self.train_mosaic
+        gen = self.labels_rng.at(step)
+        idx = np.arange(step * n, (step + 1) * n)
+        data = self.objective.data
+        if data == "classes":
+            classes = gen.integers(0, len(self.classes), size=n)
+            x = mosaic.noisy(self.classes[classes], self.noise_rng, idx)
+            return torch.from_numpy(x), {"classes": torch.from_numpy(classes)}
+        first = distinct_labels(gen, n, mosaic.bank_size, mosaic.cells)
+        second = first.copy()
+        targets = {}
+        if data == "mixed_pairs":
+            half = n // 2
+            second[half:] = distinct_labels(gen, n - half, mosaic.bank_size, mosaic.cells)
+            same = half + np.flatnonzero((second[half:] == first[half:]).all(axis=1))
+            while same.size:
+                second[same] = distinct_labels(gen, same.size, mosaic.bank_size, mosaic.cells)
+                same = same[(second[same] == first[same]).all(axis=1)]
+            targets["similar"] = torch.from_numpy((np.arange(n) < half).astype(np.float32))
+        views = [mosaic.noisy(labels, self.noise_rng, idx, sub=v) for v, labels in enumerate((first, second))]
+        return torch.from_numpy(np.stack(views, axis=1)), targets
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict:
-        batches = self.step_instances(self.step).split(self.params["batch_size"])
+        instances, targets = self.step_data(self.step)
+        batches = instances.split(self.params["batch_size"])
+        device, recompute = self.device, self.params["recompute_forward"]
         self.net.train()
-        if self.params["recompute_forward"]:
+
+        def forward(batch):
+            with self.autocast:
+                return self.net(batch.to(device, non_blocking=True)).float()
+
+        if recompute:
             with torch.no_grad():
-                logits = torch.cat([self.net(b) for b in batches])
+                logits = torch.cat([forward(b) for b in batches])
         else:
-            outputs = [self.net(b) for b in batches]
+            outputs = [forward(b) for b in batches]
             logits = torch.cat([o.detach() for o in outputs])
-        grad, stats = self.objective.logits_gradient(logits)
         self.optimizer.zero_grad(set_to_none=True)
+        targets = {k: v.to(device) for k, v in targets.items()}
+        grad, stats = self.objective.logits_gradient(
+            logits, step=self.step, rng=self.objective_rng.at(self.step), **targets)
         for i, batch in enumerate(batches):
-            out = self.net(batch) if self.params["recompute_forward"] else outputs[i]
+            out = forward(batch) if recompute else outputs[i]
             out.backward(grad[i * len(batch):(i + 1) * len(batch)])
         clip = self.params["clip_value"]
-        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-        clipped = sum(int((g.abs() > clip).sum()) for g in grads)
-        total = sum(g.numel() for g in grads)
-        torch.nn.utils.clip_grad_value_(self.net.parameters(), clip)
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        clipped = sum(int((p.grad.abs() > clip).sum()) for p in parameters)
+        total = sum(p.grad.numel() for p in parameters)
+        torch.nn.utils.clip_grad_value_(parameters, clip)
         self.optimizer.step()
         self.step += 1
         return {**stats, "clipped_share": clipped / total}
@@ -147,7 +214,7 @@ class Trainer:
         means = {k: float(np.mean([r[k] for r in self._interval])) for k in self._interval[0]} if self._interval else {}
         rows = []
         for eval_set in self._eval_sets:
-            codes = pack_codes(encode_instances(self.net, eval_set.instances))
+            codes = pack_codes(encode_instances(self.net, eval_set.instances, device=self.device))
             figures = training_figures(codes[:, 0], codes[:, 1], codes[:, 2], self.families)
             rows.append({"step": self.step, "split": eval_set.split, **figures, **means})
         self._interval = []
@@ -160,11 +227,12 @@ class Trainer:
     def save_checkpoint(self) -> None:
         state = {
             "format": CHECKPOINT_FORMAT, "config_hash": self.hash, "step": self.step,
-            "net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "net": self.net.state_dict(), "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "eval_rows": self.eval_rows, "interval": self._interval,
         }
-        with atomic_path(self.checkpoint_path()) as tmp:
-            torch.save(state, tmp)
+        with atomic_path(self.checkpoint_path()) as tmp, open(tmp, "wb") as f:
+            torch.save(state, f)  # a file object: the archive's inner name does not depend on tmp
 
     def try_resume(self) -> bool:
         """Load the checkpoint if it belongs to this configuration; a stale one is ignored."""
@@ -172,13 +240,14 @@ class Trainer:
         if not path.exists():
             return False
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as exc:
             raise InputError(f"{path}: corrupted checkpoint ({exc}); delete it to restart training") from None
         if state.get("format") != CHECKPOINT_FORMAT or state.get("config_hash") != self.hash:
             logger.info("%s: checkpoint of another configuration, starting afresh", path)
             return False
         self.net.load_state_dict(state["net"])
+        self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.eval_rows, self._interval = state["step"], state["eval_rows"], state["interval"]
         logger.info("resumed from %s at step %d", path, self.step)
@@ -196,7 +265,7 @@ class Trainer:
                     return
                 stats = self.train_step()
                 self._interval.append(stats)
-                bar.update(1, loss=stats["loss_hamming"], sat=stats["saturation"])
+                bar.update(1, loss=stats["loss"])
                 if self.step % p["eval_every"] == 0 or self.step == p["steps"]:
                     rows = self.evaluate()
                     self.eval_rows.extend(rows)
@@ -214,7 +283,8 @@ class Trainer:
         import pandas as pd
         import pyarrow as pa
 
-        save_model(self.net, self.resolved, model_path)
+        save_model(self.net.cpu(), self.resolved, model_path)
+        self.net.to(self.device)
         frame = pd.DataFrame(self.eval_rows)
         columns = [c for c in EVAL_LOG_COLUMNS if c in frame] + [c for c in frame if c not in EVAL_LOG_COLUMNS]
         write_table(pa.Table.from_pandas(frame[columns], preserve_index=False), eval_log_path)
@@ -222,8 +292,8 @@ class Trainer:
 
 def save_model(net: torch.nn.Module, config: dict, path) -> None:
     """Write ``model.pt``: the state dict and the resolved config it was trained with."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, "state_dict": net.state_dict(), "config": config}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: identical models, identical bytes
+        torch.save({"format": CHECKPOINT_FORMAT, "state_dict": net.state_dict(), "config": config}, f)
 
 
 def load_model(path) -> tuple[torch.nn.Module, dict]:

@@ -32,16 +32,30 @@ The *pseudo-smooth* variant computes ``l`` from the hard codes ``z > 0`` instead
 full-tuple configuration counts with a prior, ``p = (count + prior) / (N + prior * 2**t)``,
 so ``l = log(count(i=1, c_S) + prior) - log(count(i=0, c_S) + prior)``; the soft factor
 ``P_j(S = c_S)`` and ``sigmoid'(z_ji)`` are kept.
+
+*Tuple cover* (the ablation of THESIS.md 6.5): instead of all ``C(k, t)`` tuples the
+Shannon term may sum over a fixed family of tuples (:func:`tuple_family`) that covers
+every bit or every pair of bits. The contraction then runs over the sub-tuples ``S`` that
+occur in the family only, and ``L[i, S]`` is zeroed unless ``S + {i}`` is a tuple of the
+family (the same mask that removes ``i in S`` for all tuples); the entropy is summed over
+the family's tuples.
 """
 
 from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from equihash.data.keyed import KeyedRandom
+from equihash.train.evaluation import subset_family
+
 GRADIENTS = ("normal", "pseudo-smooth")
+
+#: Tuple families of the Shannon term: every tuple, or a random cover (:func:`tuple_family`).
+TUPLE_COVERS = ("all", "bits", "pairs")
 
 #: Elements of one chunk of ``Q`` (instances x sub-tuple configurations): 2**21 float32
 #: elements = 8 MiB, which stays in cache. Measured on a 2-core AMD EPYC for k=64,
@@ -93,6 +107,69 @@ def _check_logits(z: Tensor, tuple_size: int) -> None:
         )
 
 
+def tuple_family(k: int, tuple_size: int, cover: str = "all", seed: int = 0) -> Tensor | None:
+    """The bit tuples of the Shannon term: ``None`` for ``cover="all"`` (every
+    ``tuple_size``-subset of the k bits, the thesis default), else a fixed random family,
+    an int64 tensor ``(F, tuple_size)`` with ascending bit indices in each row:
+
+    - ``"bits"``: every bit lies in at least one tuple, with ``F = ceil(k / t)`` tuples: a
+      random permutation of the bits cut into consecutive groups of ``t``; when ``t`` does
+      not divide ``k`` the last group is completed with random other bits. Randomness:
+      ``KeyedRandom(seed, "train", f"tuple_cover_bits_{t}")``, item 0.
+    - ``"pairs"``: every pair of bits lies in at least one tuple: the greedy covering design
+      :func:`equihash.train.evaluation.subset_family` on its own stream
+      ``"tuple_cover_pairs"`` (so it is never the family the training-time evaluation
+      measures its worst entropies on, whatever the seeds).
+
+    The family depends only on ``(k, tuple_size, cover, seed)``.
+    """
+    k, t = int(k), int(tuple_size)
+    if cover not in TUPLE_COVERS:
+        raise ValueError(f"tuples: expected one of {TUPLE_COVERS}, got {cover!r}")
+    if not 2 <= t <= k:
+        raise ValueError(f"tuple_size: expected an integer in [2, k={k}], got {tuple_size}")
+    if cover == "all":
+        return None
+    if cover == "pairs":
+        return torch.from_numpy(subset_family(k, t, seed, stream="tuple_cover_pairs"))
+    rng = KeyedRandom(seed, "train", f"tuple_cover_bits_{t}").at(0)
+    order = rng.permutation(k)
+    short = -k % t  # bits missing from the last group
+    if short:
+        last = order[k - (t - short):]
+        filler = rng.choice(np.setdiff1d(order, last), size=short, replace=False)
+        order = np.concatenate([order, filler])
+    family = np.sort(order.reshape(-1, t), axis=1)
+    return torch.from_numpy(family.astype(np.int64))
+
+
+def _check_tuples(tuples, k: int, tuple_size: int) -> Tensor:
+    """A tuple family as distinct rows of strictly ascending bit indices (duplicates are
+    counted once: the family is a set of tuples)."""
+    if not isinstance(tuples, Tensor) or tuples.dim() != 2 or tuples.shape[1] != tuple_size:
+        shape = tuple(tuples.shape) if isinstance(tuples, Tensor) else type(tuples).__name__
+        raise ValueError(f"tuples: expected a tensor (F tuples, tuple_size={tuple_size}), got {shape}")
+    if tuples.dtype.is_floating_point or tuples.dtype == torch.bool or tuples.shape[0] == 0:
+        raise ValueError(f"tuples: expected a non-empty integer tensor, got {tuples.dtype}, {tuples.shape[0]} rows")
+    rows = tuples.to(torch.int64).sort(dim=1).values
+    if rows.min() < 0 or rows.max() >= k or not (rows[:, 1:] > rows[:, :-1]).all():
+        raise ValueError(f"tuples: expected {tuple_size} distinct bit indices in [0, {k}) per row")
+    return torch.unique(rows, dim=0)
+
+
+def _sub_tuple_plan(tuples: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``(subs, allowed)`` for a family of tuples (distinct, ascending rows): the distinct
+    sub-tuples ``S = T - {i}`` of the family's tuples, ``(nS, t-1)`` ascending rows, and the
+    mask ``allowed (nS, k)``: ``allowed[s, i]`` iff ``subs[s] + {i}`` is a tuple of the family."""
+    n_tuples, t = tuples.shape
+    positions = torch.arange(t, device=tuples.device)
+    keep = positions.expand(t, t)[~torch.eye(t, dtype=torch.bool, device=tuples.device)].view(t, t - 1)
+    subs, inverse = torch.unique(tuples[:, keep].reshape(-1, t - 1), dim=0, return_inverse=True)
+    allowed = torch.zeros(subs.shape[0], k, dtype=torch.bool, device=tuples.device)
+    allowed[inverse, tuples.reshape(-1)] = True  # row (f, m) of keep drops position m: bit tuples[f, m]
+    return subs, allowed
+
+
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 stays float64; everything else (float32, half, bfloat16) runs in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -104,6 +181,7 @@ def shannon_gradient(
     gradient: str = "normal",
     prior: float = 1.0,
     *,
+    tuples: Tensor | None = None,
     max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
 ) -> tuple[Tensor, Tensor]:
     """Gradient of ``-sum_T H_T`` (the negated Shannon term) with respect to the logits.
@@ -111,7 +189,10 @@ def shannon_gradient(
     Args:
         z: logits ``(N, k)``, one row per instance (N = 2n for n positive pairs). Not
             differentiated through (detached); any device.
-        tuple_size: size ``t >= 2`` of the bit tuples; all ``C(k, t)`` tuples are used.
+        tuple_size: size ``t >= 2`` of the bit tuples.
+        tuples: the tuples T summed over: ``None`` for all ``C(k, t)`` of them, or a family
+            ``(F, t)`` of bit indices (e.g. :func:`tuple_family`; row order and the order
+            within a row do not matter, a repeated tuple counts once).
         gradient: ``"normal"`` (the exact gradient) or ``"pseudo-smooth"`` (``l`` from the
             hard codes' configuration counts with ``prior``; see the module docstring).
         prior: pseudo-count added to every full-tuple configuration count (pseudo-smooth
@@ -123,7 +204,8 @@ def shannon_gradient(
     Returns:
         ``(grad, total_entropy)``: ``grad`` has z's shape and dtype (to be *added* to the
         gradient of a loss that is minimised, times the Shannon weight); ``total_entropy``
-        is ``sum_T H_T`` in nats of the soft batch-average distributions (also for the
+        is ``sum_T H_T`` in nats over the tuples summed over, of the soft batch-average
+        distributions (also for the
         pseudo-smooth variant, so that runs of both variants log the same quantity), a
         float64 scalar tensor. Computation runs in float32 (float64 for float64 input);
         ``A0``/``A1`` are clamped below at the dtype's smallest normal number so that
@@ -151,11 +233,14 @@ def shannon_gradient(
         hard_right = torch.cat((hard1, 1 - hard1), dim=1)
 
     sub_size = int(tuple_size) - 1
-    subs = _subsets(k, sub_size).to(z.device)
+    if tuples is None:
+        subs = _subsets(k, sub_size).to(z.device)
+        # (i, S) is a tuple unless bit i belongs to sub-tuple S.
+        allowed = torch.ones(subs.shape[0], k, dtype=torch.bool, device=z.device)
+        allowed[torch.arange(subs.shape[0], device=z.device)[:, None], subs] = False
+    else:
+        subs, allowed = _sub_tuple_plan(_check_tuples(tuples, k, sub_size + 1).to(z.device), k)
     n_subs, n_configs = subs.shape[0], 1 << sub_size
-    # member[s, i]: bit i belongs to sub-tuple s, so (i, S) is no tuple and l is zeroed there.
-    member = torch.zeros(n_subs, k, dtype=torch.bool, device=z.device)
-    member[torch.arange(n_subs, device=z.device)[:, None], subs] = True
     bits = torch.arange(k, device=z.device)
 
     chunk = max(1, max_chunk_elements // (n_instances * n_configs))
@@ -171,12 +256,12 @@ def shannon_gradient(
             log_ratio = torch.log(counts[:, :k] + prior) - torch.log(counts[:, k:] + prior)
         else:
             log_ratio = torch.log(a[:, :k].clamp_min(tiny)) - torch.log(a[:, k:].clamp_min(tiny))
-        chunk_member = member[start : start + width, None, :]
-        log_ratio.view(width, n_configs, k).masked_fill_(chunk_member, 0.0)  # L^T
+        chunk_allowed = allowed[start : start + width]
+        log_ratio.view(width, n_configs, k).masked_fill_(~chunk_allowed[:, None, :], 0.0)  # L^T
         contraction.addmm_(q_t.T, log_ratio)  # sum over (S, c_S) of P_j(S=c_S) l[i,S,c_S]
 
         # Entropy: tuple T = {i} + S is seen once per bit i in T; count it at i = min(T).
-        first = chunk_subs[:, :1] > bits[None, :]  # (width, k)
+        first = (chunk_subs[:, :1] > bits[None, :]) & chunk_allowed  # (width, k)
         p = a.to(torch.float64).view(width, n_configs, 2, k) / n_instances
         h = -torch.special.xlogy(p, p).sum(dim=(1, 2))  # (width, k): H_T of T = {i} + S
         total_entropy += h[first].sum()
@@ -185,14 +270,18 @@ def shannon_gradient(
     return grad.to(z.dtype), total_entropy
 
 
-def entropy_of_tuples(z: Tensor, tuple_size: int = 3) -> Tensor:
-    """``sum_T H_T`` (nats) over all ``tuple_size``-subsets T of the bits, written out
-    directly and differentiable by autograd: the reference for :func:`shannon_gradient`.
+def entropy_of_tuples(z: Tensor, tuple_size: int = 3, tuples: Tensor | None = None) -> Tensor:
+    """``sum_T H_T`` (nats) over all ``tuple_size``-subsets T of the bits (or over the
+    family ``tuples``, as in :func:`shannon_gradient`), written out directly and
+    differentiable by autograd: the reference for :func:`shannon_gradient`.
 
-    Materialises ``(N, C(k, t) * 2**t)`` probabilities, so it is meant for small k.
+    Materialises ``(N, F * 2**t)`` probabilities for F tuples, so it is meant for small k.
     """
     _check_logits(z, tuple_size)
     soft = torch.stack((torch.sigmoid(-z).T, torch.sigmoid(z).T), dim=1)  # (k, 2, N)
-    tuples = _subsets(z.shape[1], tuple_size).to(z.device)
+    if tuples is None:
+        tuples = _subsets(z.shape[1], tuple_size).to(z.device)
+    else:
+        tuples = _check_tuples(tuples, z.shape[1], tuple_size).to(z.device)
     p = _configuration_probabilities(soft, tuples).mean(dim=1)  # p_T(c), all T and c
     return -torch.special.xlogy(p, p).sum()

@@ -8,6 +8,10 @@ positive pairs (two noisy instances of one label), k bits. The objective is
   + 1/n * sum over all logits of huber_penalty(z)       (Huber penalty, off by default)
 
 and :meth:`ShannonHamming.logits_gradient` returns its gradient with respect to ``z``.
+The tuples T are all ``tuple_size``-subsets of the bits, or a random family covering
+every bit or every pair of bits (``tuples``, see :func:`equihash.train.shannon.tuple_family`).
+:class:`PairShannonObjective` holds everything but the pair term, which it shares with
+the HashNetShannon ablation (:mod:`equihash.train.hashnet_shannon`).
 The training loop computes ``z`` for every batch of the step without gradient, calls
 ``logits_gradient`` once, then re-runs each batch with gradient and back-propagates its
 slice with ``logits.backward(grad[slice])``: the Shannon entropy is thereby estimated
@@ -16,16 +20,20 @@ over all 2n instances of the step, not per batch.
 
 from __future__ import annotations
 
+import abc
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from equihash.train.shannon import GRADIENTS, shannon_gradient
+from equihash.train.shannon import GRADIENTS, TUPLE_COVERS, shannon_gradient, tuple_family
 
 
-def _check_pair_logits(z: Tensor) -> None:
+def check_pair_logits(z: Tensor, nbits: int | None = None) -> None:
+    """Raise ValueError unless ``z`` is a floating-point ``(n >= 1 pairs, 2, k bits)``
+    tensor, with ``k == nbits`` when ``nbits`` is given."""
     if not isinstance(z, Tensor) or z.dim() != 3 or z.shape[1] != 2:
         shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
         raise ValueError(f"logits z: expected a tensor (n pairs, 2, k bits), got {shape}")
@@ -33,6 +41,8 @@ def _check_pair_logits(z: Tensor) -> None:
         raise ValueError(f"logits z: expected a floating-point tensor, got {z.dtype}")
     if z.shape[0] < 1:
         raise ValueError("logits z: expected at least one pair, got 0")
+    if nbits is not None and z.shape[2] != nbits:
+        raise ValueError(f"logits z: expected k = nbits = {nbits} bits, got {z.shape[2]}")
 
 
 def _log_bit_equal_terms(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -51,7 +61,7 @@ def hamming_loss(z: Tensor) -> Tensor:
     the log probability that both bits are 1 or both are 0 when each bit is 1 with
     probability sigmoid(logit). Differentiable; ``z`` is ``(n, 2, k)``.
     """
-    _check_pair_logits(z)
+    check_pair_logits(z)
     return -_log_bit_equal_terms(z)[2].sum(dim=-1).mean()
 
 
@@ -62,7 +72,7 @@ def hamming_gradient(z: Tensor) -> tuple[Tensor, Tensor]:
     computed in log space), ``d log P(equal) / dz1 = w1 sigmoid(-z1) - w0 sigmoid(z1)``
     and symmetrically for z2; the loss is ``-1/n`` times their sum.
     """
-    _check_pair_logits(z)
+    check_pair_logits(z)
     z = z.detach()
     both_one, both_zero, log_equal = _log_bit_equal_terms(z)
     w_one = torch.exp(both_one - log_equal).unsqueeze(1)  # (n, 1, k)
@@ -100,13 +110,17 @@ def huber_gradient(z: Tensor, slope: float, knee: float = 9.0) -> Tensor:
     return torch.where(z.abs() < knee, (slope / knee) * z, slope * torch.sign(z))
 
 
-class ShannonHamming:
-    """The ShannonHamming objective of THESIS.md 6.1, evaluated as a logits gradient.
+class PairShannonObjective(torch.nn.Module, abc.ABC):
+    """An objective on positive pairs: a *pair term* (defined by the subclass) plus the
+    Shannon term of THESIS.md 6.1 plus the Huber penalty, as a logits gradient.
 
-    Args:
-        hamming_weight: lambda_H, weight of the Hamming term (1.0).
-        shannon_weight: lambda_S, weight of the Shannon term (0.01 MNIST, 0.03 OpenImages).
-        tuple_size: size of the bit tuples T of the Shannon term (3: all 3-subsets).
+    Args (shared by the subclasses):
+        nbits: k, the number of bits (logits per instance).
+        shannon_weight: lambda_S, weight of the Shannon term.
+        tuple_size: size t of the bit tuples T of the Shannon term.
+        tuples: ``"all"`` (every t-subset of the bits), ``"bits"`` or ``"pairs"`` (a fixed
+            random family of t-subsets covering every bit / every pair of bits).
+        tuple_seed: seed of the random family (``"bits"``/``"pairs"`` only).
         gradient: ``"normal"`` (exact Shannon gradient) or ``"pseudo-smooth"``.
         prior: pseudo-count of the pseudo-smooth configuration counts.
         huber_slope: maximum slope m of the Huber penalty (0: off).
@@ -114,73 +128,168 @@ class ShannonHamming:
         saturation: a logit counts as saturated when ``|z| > saturation`` (logged).
 
     The Huber penalty is summed over all 2nk logits and divided by the number of pairs n,
-    like the Hamming term, which is a sum over bits averaged over pairs.
+    like the pair terms, which are sums over bits averaged over pairs.
     """
+
+    #: The training data this objective consumes: logits (n, 2, k) of positive pairs.
+    data = "positive_pairs"
+    #: Name of the pair term in the stats keys (``loss_<name>``, ``grad_norm_<name>``).
+    pair_term = ""
 
     def __init__(
         self,
+        nbits: int,
+        *,
+        shannon_weight: float,
+        tuple_size: int,
+        tuples: str,
+        tuple_seed: int,
+        gradient: str,
+        prior: float,
+        huber_slope: float,
+        huber_knee: float,
+        saturation: float,
+    ):
+        super().__init__()
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient: expected one of {GRADIENTS}, got {gradient!r}")
+        if gradient == "pseudo-smooth" and not prior > 0:
+            raise ValueError(f"prior: expected a positive pseudo-count, got {prior}")
+        if not int(nbits) == nbits or nbits < 2:
+            raise ValueError(f"nbits: expected an integer >= 2, got {nbits}")
+        if not int(tuple_size) == tuple_size or not 2 <= tuple_size <= nbits:
+            raise ValueError(f"tuple_size: expected an integer in [2, nbits={nbits}], got {tuple_size}")
+        if tuples not in TUPLE_COVERS:
+            raise ValueError(f"tuples: expected one of {TUPLE_COVERS}, got {tuples!r}")
+        if not int(tuple_seed) == tuple_seed or tuple_seed < 0:
+            raise ValueError(f"tuple_seed: expected an integer >= 0, got {tuple_seed}")
+        if not shannon_weight >= 0:
+            raise ValueError(f"shannon_weight: expected a weight >= 0, got {shannon_weight}")
+        _check_huber(huber_slope, huber_knee)
+        if not saturation >= 0:
+            raise ValueError(f"saturation: expected a threshold >= 0, got {saturation}")
+        self.nbits = int(nbits)
+        self.shannon_weight = float(shannon_weight)
+        self.tuple_size = int(tuple_size)
+        self.tuples = tuples
+        self.tuple_seed = int(tuple_seed)
+        self.gradient = gradient
+        self.prior = float(prior)
+        self.huber_slope = float(huber_slope)
+        self.huber_knee = float(huber_knee)
+        self.saturation = float(saturation)
+        # (F, t) tuple family, or None for all tuples; a buffer so that .to(device) moves it,
+        # not persistent because it is a function of the settings.
+        family = tuple_family(self.nbits, self.tuple_size, tuples, self.tuple_seed)
+        self.register_buffer("tuple_family", family, persistent=False)
+
+    def extra_repr(self) -> str:
+        return ", ".join(
+            f"{key}={value!r}" for key, value in vars(self).items() if not key.startswith("_") and key != "training"
+        )
+
+    @abc.abstractmethod
+    def _pair_gradient(self, z: Tensor, step: int) -> tuple[Tensor, float, dict[str, float]]:
+        """The pair term: ``(weighted gradient (n, 2, k), weighted loss value, stats)``;
+        ``stats`` holds at least ``loss_<pair_term>``."""
+
+    def logits_gradient(
+        self, z: Tensor, *, step: int, rng: np.random.Generator, similar=None, classes=None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Gradient of the objective with respect to the logits ``z`` ``(n, 2, k)`` of all
+        batches of one optimiser step (detached; never differentiated through).
+
+        ``step`` is the optimiser step (schedules of the pair term); ``rng``, ``similar`` and
+        ``classes`` are not used (the data are positive pairs; nothing is sampled).
+
+        Returns ``(grad, stats)``: ``grad`` has z's shape and dtype; ``stats`` holds plain
+        floats: ``loss`` (the objective's value: weighted pair term - shannon_weight *
+        entropy in nats + Huber penalty, whose gradient ``grad`` is), the pair term's
+        figures (``loss_<pair_term>``: unweighted, nats per pair), ``entropy`` (``sum_T H_T``
+        over the tuples, in **bits**; ideal ``F * t`` for F tuples), ``saturation`` (share
+        of logits with ``|z| > saturation``) and ``grad_norm_<pair_term>`` /
+        ``grad_norm_shannon`` / ``grad_norm_huber`` (Frobenius norms of the three weighted
+        terms that are summed into ``grad``).
+        """
+        check_pair_logits(z, self.nbits)
+        z = z.detach()
+        n, _, k = z.shape
+        term_pair, loss_pair, pair_stats = self._pair_gradient(z, step)
+        d_shannon, entropy = shannon_gradient(
+            z.reshape(2 * n, k), self.tuple_size, self.gradient, self.prior, tuples=self.tuple_family
+        )
+        term_shannon = self.shannon_weight * d_shannon.reshape(n, 2, k)
+        term_huber = huber_gradient(z, self.huber_slope, self.huber_knee) / n
+        grad = term_pair + term_shannon + term_huber
+        penalty = float(huber_penalty(z.double(), self.huber_slope, self.huber_knee).sum()) / n
+        stats = {
+            "loss": loss_pair - self.shannon_weight * float(entropy) + penalty,
+            **pair_stats,
+            "entropy": float(entropy) / math.log(2),
+            "saturation": float((z.abs() > self.saturation).float().mean()),
+            f"grad_norm_{self.pair_term}": float(torch.linalg.vector_norm(term_pair)),
+            "grad_norm_shannon": float(torch.linalg.vector_norm(term_shannon)),
+            "grad_norm_huber": float(torch.linalg.vector_norm(term_huber)),
+        }
+        return grad, stats
+
+
+class ShannonHamming(PairShannonObjective):
+    """The ShannonHamming objective of THESIS.md 6.1, evaluated as a logits gradient: the
+    Hamming term (weight ``hamming_weight``, lambda_H = 1.0) as the pair term, plus the
+    Shannon term and the Huber penalty of :class:`PairShannonObjective` (whose arguments
+    it takes too; ``nbits`` only sizes the tuple family). Stats: ``loss``,
+    ``loss_hamming``, ``entropy``, ``saturation``, ``grad_norm_hamming``,
+    ``grad_norm_shannon``, ``grad_norm_huber``.
+    """
+
+    pair_term = "hamming"
+    #: The thesis defaults (NoisyMnist; lambda_S is 0.03 for OpenImages): the config's
+    #: ``objective`` block of a ShannonHamming model.
+    DEFAULTS = {
+        "hamming_weight": 1.0,
+        "shannon_weight": 0.01,
+        "tuple_size": 3,
+        "tuples": "all",
+        "tuple_seed": 0,
+        "gradient": "normal",
+        "prior": 1.0,
+        "huber_slope": 0.0,
+        "huber_knee": 9.0,
+        "saturation": 9.0,
+    }
+
+    def __init__(
+        self,
+        nbits: int,
         hamming_weight: float = 1.0,
         shannon_weight: float = 0.01,
         tuple_size: int = 3,
+        tuples: str = "all",
+        tuple_seed: int = 0,
         gradient: str = "normal",
         prior: float = 1.0,
         huber_slope: float = 0.0,
         huber_knee: float = 9.0,
         saturation: float = 9.0,
     ):
-        if gradient not in GRADIENTS:
-            raise ValueError(f"gradient: expected one of {GRADIENTS}, got {gradient!r}")
-        if gradient == "pseudo-smooth" and not prior > 0:
-            raise ValueError(f"prior: expected a positive pseudo-count, got {prior}")
-        if not int(tuple_size) == tuple_size or tuple_size < 2:
-            raise ValueError(f"tuple_size: expected an integer >= 2, got {tuple_size}")
-        for name, value in (("hamming_weight", hamming_weight), ("shannon_weight", shannon_weight)):
-            if not value >= 0:
-                raise ValueError(f"{name}: expected a weight >= 0, got {value}")
-        _check_huber(huber_slope, huber_knee)
-        if not saturation >= 0:
-            raise ValueError(f"saturation: expected a threshold >= 0, got {saturation}")
-        self.hamming_weight = float(hamming_weight)
-        self.shannon_weight = float(shannon_weight)
-        self.tuple_size = int(tuple_size)
-        self.gradient = gradient
-        self.prior = float(prior)
-        self.huber_slope = float(huber_slope)
-        self.huber_knee = float(huber_knee)
-        self.saturation = float(saturation)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
-        return f"ShannonHamming({fields})"
-
-    def logits_gradient(self, z: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """Gradient of the objective with respect to the logits ``z`` ``(n, 2, k)`` of all
-        batches of one optimiser step (detached; never differentiated through).
-
-        Returns ``(grad, stats)``: ``grad`` has z's shape and dtype; ``stats`` holds plain
-        floats: ``loss_hamming`` (unweighted Hamming term, nats per pair), ``entropy``
-        (``sum_T H_T`` over all bit tuples, in **bits**; ideal ``C(k, t) * t``),
-        ``saturation`` (share of logits with ``|z| > saturation``) and
-        ``grad_norm_hamming`` / ``grad_norm_shannon`` / ``grad_norm_huber`` (Frobenius
-        norms of the three weighted terms that are summed into ``grad``).
-        """
-        _check_pair_logits(z)
-        z = z.detach()
-        n, _, k = z.shape
-        d_hamming, loss = hamming_gradient(z)
-        d_shannon, entropy = shannon_gradient(
-            z.reshape(2 * n, k), self.tuple_size, self.gradient, self.prior
+        if not hamming_weight >= 0:
+            raise ValueError(f"hamming_weight: expected a weight >= 0, got {hamming_weight}")
+        super().__init__(
+            nbits,
+            shannon_weight=shannon_weight,
+            tuple_size=tuple_size,
+            tuples=tuples,
+            tuple_seed=tuple_seed,
+            gradient=gradient,
+            prior=prior,
+            huber_slope=huber_slope,
+            huber_knee=huber_knee,
+            saturation=saturation,
         )
-        term_hamming = self.hamming_weight * d_hamming
-        term_shannon = self.shannon_weight * d_shannon.reshape(n, 2, k)
-        term_huber = huber_gradient(z, self.huber_slope, self.huber_knee) / n
-        grad = term_hamming + term_shannon + term_huber
-        stats = {
-            "loss_hamming": float(loss),
-            "entropy": float(entropy) / math.log(2),
-            "saturation": float((z.abs() > self.saturation).float().mean()),
-            "grad_norm_hamming": float(torch.linalg.vector_norm(term_hamming)),
-            "grad_norm_shannon": float(torch.linalg.vector_norm(term_shannon)),
-            "grad_norm_huber": float(torch.linalg.vector_norm(term_huber)),
-        }
-        return grad, stats
+        self.hamming_weight = float(hamming_weight)
+
+    def _pair_gradient(self, z: Tensor, step: int) -> tuple[Tensor, float, dict[str, float]]:
+        d_hamming, loss = hamming_gradient(z)
+        loss = float(loss)
+        return self.hamming_weight * d_hamming, self.hamming_weight * loss, {"loss_hamming": loss}
