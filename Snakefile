@@ -22,9 +22,10 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/encode.smk"
 include: "workflow/rules/index.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/compare.smk"
 
 
 rule all:
     input:
-        all_metrics(),
+        all_targets(),
     default_target: True

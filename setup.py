@@ -36,7 +36,14 @@ setup(
         "tqdm>=4.60",
         "pyyaml>=6.0",
         "mlxtend>=0.23",
+        "jsonschema>=4.0",
+        "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        # Snakemake's SLURM executor (snakemake --profile workflow/profiles/slurm)
+        "slurm": ["snakemake-executor-plugin-slurm>=2.8"],
+        # tests/test_slurm.py submits the tiny workflow to a live SLURM cluster
+        "test": ["pytest>=7", "snakemake-executor-plugin-slurm>=2.8"],
+    },
     entry_points={"console_scripts": ["equihash=equihash.cli:main"]},
 )

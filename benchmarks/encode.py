@@ -42,8 +42,8 @@ def main():
         torch.manual_seed(0)
         save_model(MnistMosaicCNN(64).eval(), {"task": "MnistMosaic", "nbits": 64, "noise_sigma": 0.2}, model)
         print(f"{args.n} MnistMosaic instances, MnistMosaicCNN k=64, {args.threads} threads")
-        print(f"| batch size | generation (mosaics/s) | generation + forward (mosaics/s) |")
-        print(f"|---:|---:|---:|")
+        print("| batch size | generation (mosaics/s) | generation + forward (mosaics/s) |")
+        print("|---:|---:|---:|")
         for bs in args.batch_sizes:
             start = time.perf_counter()
             for lo in range(0, args.n, bs):

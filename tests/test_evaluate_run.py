@@ -19,13 +19,18 @@ Multi-probing with 2 lookups flips the bit of smallest |logit|:
 -> recall 1.0, perfect 2/3, true-positive rate 1, false-positive rate 1/2.
 """
 
+import hashlib
 import json
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from equihash.evaluate.run import evaluate_run
+import equihash
+from equihash.config import config_sha256
+from equihash.evaluate.run import evaluate_run, git_commit, run_provenance
 from equihash.index import InvertedIndex
 from equihash.io import codes_array, labels_array, logits_array, write_table
 
@@ -69,6 +74,7 @@ def test_known_answers(tmp_path):
                        names={"task": "MnistMosaic", "model": "ShannonHamming", "variant": "main",
                               "database": "default"}, out_path=tmp_path / "metrics.json")
     assert json.loads((tmp_path / "metrics.json").read_text()) == doc
+    assert list(doc)[-1] == "provenance" and doc["provenance"] == run_provenance()
     assert doc["database_size"] == 6 and doc["nbits"] == 8 and doc["internal_collisions"] == 2
     assert doc["equidict"] == pytest.approx({"recall": 0.8, "average_jaccard_index": (1 + 2 / 3) / 3,
                                              "perfect_retrieval_rate": 1 / 3, "complete_retrieval_rate": 2 / 3,
@@ -79,3 +85,32 @@ def test_known_answers(tmp_path):
     assert doc["binary"]["r_at"] == [0.5, 1.0, 1.0, 1.0] and doc["binary"]["f_at"] == [0.0, 0.0, 0.5, 0.5]
     assert doc["binary"]["positive_histogram"] == [1, 1] + [0] * 7
     assert doc["binary"]["negative_histogram"] == [0, 0, 1, 0, 0, 0, 0, 0, 1]
+
+
+def git(directory, *args) -> str:
+    return subprocess.run(["git", "-C", str(directory), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_provenance_names_the_code_version_the_config_hash_and_the_shard_count(tmp_path):
+    provenance = run_provenance(run_config={"b": 1, "a": [1, 2]}, nb_shards=3)
+    assert list(provenance) == ["equihash_version", "git_commit", "config_sha256", "nb_shards"]
+    assert provenance["equihash_version"] == equihash.__version__
+    assert provenance["config_sha256"] == hashlib.sha256(b'{"a":[1,2],"b":1}').hexdigest()
+    assert provenance["nb_shards"] == 3
+    assert config_sha256({"a": [1, 2], "b": 1}) == provenance["config_sha256"]  # key order is irrelevant
+    assert config_sha256({"a": [1, 2], "b": 2}) != provenance["config_sha256"]
+    package_root = Path(equihash.__file__).resolve().parents[1]
+    assert provenance["git_commit"] == git_commit(package_root)
+
+    # a checkout's top level -> its HEAD; a folder inside it or outside any checkout -> None
+    checkout = tmp_path / "checkout"
+    (checkout / "sub").mkdir(parents=True)
+    assert git_commit(checkout) is None
+    git(checkout, "init", "-q")
+    (checkout / "sub" / "f").write_text("x")
+    git(checkout, "add", "sub/f")
+    git(checkout, "commit", "-q", "-m", "one")
+    assert git_commit(checkout) == git(checkout, "log", "-1", "--format=%H")
+    assert len(git_commit(checkout)) == 40
+    assert git_commit(checkout / "sub") is None

@@ -33,7 +33,11 @@ def snakemake(workdir: Path, *args, config=TINY, check=True):
 
 def planned_jobs(workdir: Path, config=TINY) -> dict[str, int]:
     """Rule -> job count of a dry-run (its 'Job stats' table)."""
-    out = snakemake(workdir, "-n", config=config)
+    return planned_jobs_for(workdir, config)
+
+
+def planned_jobs_for(workdir: Path, config, *targets) -> dict[str, int]:
+    out = snakemake(workdir, *targets, "-n", config=config)
     text = out.stdout + out.stderr
     if "Nothing to be done" in text:
         return {}
@@ -63,7 +67,7 @@ def run(tmp_path_factory):
 
 def test_dry_run_shows_the_whole_dag(run):
     _, dry = run
-    assert dry == {"all": 1, "prepare_bank": 1, "labels": 1, "train": 1, "encode_shard": 2,
+    assert dry == {"all": 1, "prepare_bank": 1, "labels": 1, "train": 1, "plot_training": 1, "encode_shard": 2,
                    "merge_shards": 1, "encode_queries": 1, "index": 1, "evaluate": 1}
 
 
@@ -72,7 +76,8 @@ def test_full_run_writes_every_artifact_and_metrics(run):
     results = workdir / "results"
     metrics = json.loads((results / "metrics" / RUN / "metrics.json").read_text())
     assert list(metrics) == ["task", "model", "variant", "database", "nbits", "database_size",
-                             "internal_collisions", "equidict", "equiset", "binary", "multiprobe"]
+                             "internal_collisions", "equidict", "equiset", "binary", "multiprobe", "provenance"]
+    assert metrics["provenance"]["nb_shards"] == 2 and len(metrics["provenance"]["config_sha256"]) == 64
     assert metrics["database_size"] == 3000 and metrics["nbits"] == 64
     assert [e["lookups"] for e in metrics["multiprobe"]] == [1, 4, 16]
     assert metrics["multiprobe"][0]["recall"] == metrics["equidict"]["recall"]
@@ -84,8 +89,9 @@ def test_full_run_writes_every_artifact_and_metrics(run):
     assert pq.read_metadata(results / "fingerprints" / RUN / "database.parquet").num_rows == 3000
     log = pq.read_table(results / "models" / RUN.rsplit("/", 1)[0] / "eval_log.parquet").to_pandas()
     assert list(log["step"]) == [3, 3, 6, 6] and list(log["split"]) == ["train", "valid"] * 2
-    for rule in ("prepare_bank", "labels", "train", "encode_shard", "merge_shards", "encode_queries",
-                 "index", "evaluate"):
+    assert (results / "models" / RUN.rsplit("/", 1)[0] / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    for rule in ("prepare_bank", "labels", "train", "plot_training", "encode_shard", "merge_shards",
+                 "encode_queries", "index", "evaluate"):
         assert any((results / "logs" / rule).rglob("*.log")), rule
     assert not list(results.rglob("*.tmp"))
 
@@ -94,21 +100,44 @@ def test_changed_training_parameter_reruns_training_and_downstream_only(run):
     workdir, _ = run
     changed = with_changes(tasks__MnistMosaic__models__ShannonHamming__learning_rate=0.002)
     jobs = planned_jobs(workdir, changed)
-    assert jobs == {"all": 1, "train": 1, "encode_shard": 2, "merge_shards": 1, "encode_queries": 1,
-                    "index": 1, "evaluate": 1}
+    assert jobs == {"all": 1, "train": 1, "plot_training": 1, "encode_shard": 2, "merge_shards": 1,
+                    "encode_queries": 1, "index": 1, "evaluate": 1}
+
+
+def test_lost_shard_reruns_only_that_shard_the_merge_and_downstream(run):
+    """One shard job failed (say its node died): its shard and all that follows are missing."""
+    workdir, _ = run
+    fingerprints = workdir / "results" / "fingerprints" / RUN
+    shard, merged = fingerprints / "shards" / "1-of-2.parquet", fingerprints / "database.parquet"
+    metrics = workdir / "results" / "metrics" / RUN / "metrics.json"
+    before = {path: path.read_bytes() for path in (shard, merged, metrics)}
+    for path in (shard, merged, metrics):
+        path.unlink()
+    shutil.rmtree(workdir / "results" / "index" / RUN)
+    assert planned_jobs(workdir) == {"all": 1, "encode_shard": 1, "merge_shards": 1, "index": 1, "evaluate": 1}
+    dry = snakemake(workdir, "-n")
+    outputs = re.findall(r"output: (\S+)", dry.stdout + dry.stderr)
+    assert f"results/fingerprints/{RUN}/shards/1-of-2.parquet" in outputs
+    assert f"results/fingerprints/{RUN}/shards/0-of-2.parquet" not in outputs
+    snakemake(workdir)
+    assert {path: path.read_bytes() for path in before} == before
 
 
 def test_changed_shard_count_reruns_encoding_only_and_merges_identically(run):
     workdir, _ = run
     merged = workdir / "results" / "fingerprints" / RUN / "database.parquet"
     before = merged.read_bytes()
-    metrics_before = (workdir / "results" / "metrics" / RUN / "metrics.json").read_text()
+    metrics_path = workdir / "results" / "metrics" / RUN / "metrics.json"
+    metrics_before = json.loads(metrics_path.read_text())
     changed = with_changes(encode__nb_shards=3)
     jobs = planned_jobs(workdir, changed)
     assert jobs == {"all": 1, "encode_shard": 3, "merge_shards": 1, "index": 1, "evaluate": 1}
     snakemake(workdir, config=changed)
     assert merged.read_bytes() == before
-    assert (workdir / "results" / "metrics" / RUN / "metrics.json").read_text() == metrics_before
+    metrics = json.loads(metrics_path.read_text())
+    provenance, provenance_before = metrics.pop("provenance"), metrics_before.pop("provenance")
+    assert metrics == metrics_before  # figures do not depend on the shard count; the provenance records it
+    assert provenance == {**provenance_before, "nb_shards": 3}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -132,3 +161,24 @@ def test_unknown_task_is_named(tmp_path):
     config["tasks"]["Nope"] = config["tasks"]["MnistMosaic"]
     result = snakemake(tmp_path, "-n", config=config, check=False)
     assert result.returncode != 0 and "Nope" in result.stdout + result.stderr
+
+
+def test_variant_table_runs_its_rows_and_an_edited_row_reruns_only_itself(run):
+    workdir, _ = run
+    tables = workdir / "variants" / "MnistMosaic" / "ShannonHamming"
+    tables.mkdir(parents=True)
+    table = tables / "weight.tsv"
+    table.write_text("variant\tobjective.shannon_weight\nlow\t0.005\nhigh\t0.02\n")
+    config = with_changes(variants=str(workdir / "variants"))
+    target = "variants_MnistMosaic_ShannonHamming_weight"
+    jobs = planned_jobs_for(workdir, config, target)
+    assert jobs == {target: 1, "train": 2, "encode_shard": 4, "merge_shards": 2, "encode_queries": 2,
+                    "index": 2, "evaluate": 2}  # labels and the bank are shared with main
+    snakemake(workdir, target, config=config)
+    table.write_text("variant\tobjective.shannon_weight\nlow\t0.005\nhigh\t0.03\n")
+    jobs = planned_jobs_for(workdir, config, target)
+    assert jobs == {target: 1, "train": 1, "encode_shard": 2, "merge_shards": 1, "encode_queries": 1,
+                    "index": 1, "evaluate": 1}
+    dry = snakemake(workdir, target, "-n", config=config)
+    reasons = dry.stdout + dry.stderr
+    assert "ShannonHamming/high" in reasons and "ShannonHamming/low/model.pt" not in reasons

@@ -1,16 +1,31 @@
 # Paths, config look-ups and input functions shared by the rules.
-from equihash.config import bank_request, check_config
+from pathlib import Path
+
+import yaml
+
+from equihash.config import bank_request, check_config, load_variants
 
 check_config(config)
 
 R = config["results"]
-VARIANTS = ["main"]  # variant tables (config/variants/) add more
+# (task, model) -> {table: {variant: model block}}: the rows of <variants>/<task>/<model>/<table>.tsv
+VARIANT_TABLES = load_variants(
+    config["variants"],
+    config,
+    yaml.safe_load((Path(workflow.basedir) / "config" / "schema.yaml").read_text()),
+)
+VARIANT_PARAMS = {
+    (task, model, variant): params
+    for (task, model), tables in VARIANT_TABLES.items()
+    for rows in tables.values()
+    for variant, params in rows.items()
+}
 
 
 wildcard_constraints:
     task="[A-Za-z0-9]+",
     model="[A-Za-z0-9]+",
-    variant="[A-Za-z0-9_]+",
+    variant="[A-Za-z0-9_.-]+",
     db="[A-Za-z0-9_]+",
     shard=r"\d+",
     nb_shards=r"\d+",
@@ -21,7 +36,10 @@ def task_config(wildcards):
 
 
 def model_params(wildcards):
-    return config["tasks"][wildcards.task]["models"][wildcards.model]
+    """The model block of a variant: the config's for `main`, else its variant-table row."""
+    if wildcards.variant == "main":
+        return config["tasks"][wildcards.task]["models"][wildcards.model]
+    return VARIANT_PARAMS[(wildcards.task, wildcards.model, wildcards.variant)]
 
 
 def database_config(wildcards):
@@ -37,16 +55,86 @@ METRICS = f"{R}/metrics/{{task}}/{{model}}/{{variant}}/{{db}}/metrics.json"
 LOGS = f"{R}/logs"
 
 
-def all_metrics():
+def metrics_of(task, models, variants=("main",)):
     return [
         METRICS.format(task=task, model=model, variant=variant, db=db)
-        for task, tc in config["tasks"].items()
-        for model in tc["models"]
-        for variant in VARIANTS
-        for db in tc["databases"]
+        for model in models
+        for variant in variants
+        for db in config["tasks"][task]["databases"]
     ]
+
+
+def all_targets():
+    """What `snakemake` builds: metrics and training curves of each task's run_models."""
+    targets = []
+    for task, tc in config["tasks"].items():
+        targets += metrics_of(task, tc["run_models"])
+        targets += [f"{MODEL}/training_curves.png".format(task=task, model=m, variant="main") for m in tc["run_models"]]
+    return targets
 
 
 def database_shards(wildcards):
     n = config["encode"]["nb_shards"]
     return [f"{FINGERPRINTS}/shards/{i}-of-{n}.parquet".format(**wildcards) for i in range(n)]
+
+
+# --------------------------------------------------------------------------- cluster execution
+import json
+
+# The conda environment every rule declares (snakemake --sw-deployment-method conda).
+ENV = f"{workflow.basedir}/envs/equihash.yaml"
+
+
+def job_resources(job_class):
+    """The SLURM resources of a job of one class of config `cluster` (train, encode, cpu,
+    small): partition and account when set, CPUs, memory, time limit and, for the classes
+    with a `gpus` entry above 0, a GRES GPU request. A job resubmitted after a failure
+    (profile `retries`) gets the time limit times its attempt, so that a training killed
+    by its limit resumes from its checkpoint with more time. A local run ignores them all."""
+    cluster = config["cluster"]
+    job = cluster["jobs"][job_class]
+
+    def runtime(wildcards, attempt):
+        return job["runtime"] * attempt
+
+    resources = {"cpus_per_task": job["cpus"], "mem_mb": job["mem_mb"], "runtime": runtime}
+    if cluster["partition"]:
+        resources["slurm_partition"] = cluster["partition"]
+    if cluster["account"]:
+        resources["slurm_account"] = cluster["account"]
+    gpus = cluster["gpus"].get(job_class, 0)
+    if gpus:
+        resources["gres"] = ":".join(["gpu", *([cluster["gpu_type"]] if cluster["gpu_type"] else []), str(gpus)])
+    return resources
+
+
+def job_threads(job_class, local=None):
+    """Threads of a job, decided when the job is scheduled: on a cluster its class's CPUs
+    (config `cluster.jobs`, what SLURM allocates); locally `local`, or every core of --cores."""
+
+    def threads(wildcards):
+        if workflow.non_local_exec or workflow.remote_exec:
+            return config["cluster"]["jobs"][job_class]["cpus"]
+        return workflow.cores if local is None else local
+
+    return threads
+
+
+def run_config(wildcards):
+    """Everything that determines the figures of one metrics.json: the task block without
+    its model and database tables, the model parameters of this variant, the database
+    parameters and the multi-probe lookups (the shard count is recorded beside it). Its
+    sha256 is the provenance's config hash; results paths and cluster resources are not in it.
+    Keys are sorted: Snakemake compares params by their text, and the key order of a
+    --configfile must not rerun the job."""
+    task = {k: v for k, v in task_config(wildcards).items() if k not in ("models", "databases", "run_models")}
+    return json.loads(json.dumps({
+        "task": wildcards.task,
+        "task_params": task,
+        "model": wildcards.model,
+        "variant": wildcards.variant,
+        "model_params": model_params(wildcards),
+        "database": wildcards.db,
+        "database_params": database_config(wildcards),
+        "multiprobe_lookups": config["evaluate"]["multiprobe_lookups"],
+    }, sort_keys=True))

@@ -13,6 +13,10 @@ rule prepare_bank:
         BANK,
     params:
         bank=lambda w: bank_request(task_config(w)["bank"]),
+    resources:
+        **job_resources("small"),
+    conda:
+        ENV
     log:
         f"{LOGS}/prepare_bank/{{task}}.log",
     script:

@@ -10,7 +10,11 @@ rule encode_shard:
         f"{FINGERPRINTS}/shards/{{shard}}-of-{{nb_shards}}.parquet",
     params:
         database=database_config,
-    threads: 2
+    threads: job_threads("encode", local=2)
+    resources:
+        **job_resources("encode"),
+    conda:
+        ENV
     log:
         f"{LOGS}/encode_shard/{{task}}/{{model}}/{{variant}}/{{db}}/{{shard}}-of-{{nb_shards}}.log",
     script:
@@ -24,6 +28,10 @@ rule merge_shards:
         f"{FINGERPRINTS}/database.parquet",
     params:
         nbits=lambda w: task_config(w)["nbits"],
+    resources:
+        **job_resources("small"),
+    conda:
+        ENV
     log:
         f"{LOGS}/merge_shards/{{task}}/{{model}}/{{variant}}/{{db}}.log",
     script:
@@ -43,7 +51,11 @@ rule encode_queries:
         triplets=f"{FINGERPRINTS}/triplets.parquet",
     params:
         database=database_config,
-    threads: 2
+    threads: job_threads("encode", local=2)
+    resources:
+        **job_resources("encode"),
+    conda:
+        ENV
     log:
         f"{LOGS}/encode_queries/{{task}}/{{model}}/{{variant}}/{{db}}.log",
     script:

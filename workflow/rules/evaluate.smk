@@ -14,6 +14,12 @@ rule evaluate:
         METRICS,
     params:
         lookups=config["evaluate"]["multiprobe_lookups"],
+        run_config=run_config,
+        nb_shards=config["encode"]["nb_shards"],
+    resources:
+        **job_resources("cpu"),
+    conda:
+        ENV
     log:
         f"{LOGS}/evaluate/{{task}}/{{model}}/{{variant}}/{{db}}.log",
     script:

@@ -6,6 +6,10 @@ rule index:
         f"{FINGERPRINTS}/database.parquet",
     output:
         directory(INDEX),
+    resources:
+        **job_resources("cpu"),
+    conda:
+        ENV
     log:
         f"{LOGS}/index/{{task}}/{{model}}/{{variant}}/{{db}}.log",
     script:

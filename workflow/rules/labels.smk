@@ -11,6 +11,10 @@ rule labels:
         negative_pairs=f"{LABELS}/negative_pairs.parquet",
     params:
         database=database_config,
+    resources:
+        **job_resources("cpu"),
+    conda:
+        ENV
     log:
         f"{LOGS}/labels/{{task}}/{{db}}.log",
     script:

@@ -13,8 +13,27 @@ rule train:
         nbits=lambda w: task_config(w)["nbits"],
         noise_sigma=lambda w: task_config(w)["noise_sigma"],
         checkpoint_dir=f"{MODEL}/checkpoints",
-    threads: workflow.cores
+    threads: job_threads("train")
+    resources:
+        **job_resources("train"),
+    conda:
+        ENV
     log:
         f"{LOGS}/train/{{task}}/{{model}}/{{variant}}.log",
     script:
         "../scripts/train.py"
+
+
+rule plot_training:
+    input:
+        f"{MODEL}/eval_log.parquet",
+    output:
+        f"{MODEL}/training_curves.png",
+    resources:
+        **job_resources("small"),
+    conda:
+        ENV
+    log:
+        f"{LOGS}/plot_training/{{task}}/{{model}}/{{variant}}.log",
+    script:
+        "../scripts/plot_training.py"

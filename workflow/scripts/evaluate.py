@@ -1,4 +1,4 @@
-from equihash.evaluate.run import evaluate_run
+from equihash.evaluate.run import evaluate_run, run_provenance
 from equihash.progress import setup_logging
 
 setup_logging(snakemake.log[0])
@@ -8,4 +8,5 @@ evaluate_run(
     lookups=snakemake.params.lookups,
     names={"task": w.task, "model": w.model, "variant": w.variant, "database": w.db},
     out_path=snakemake.output[0],
+    provenance=run_provenance(run_config=snakemake.params.run_config, nb_shards=snakemake.params.nb_shards),
 )
