@@ -10,6 +10,7 @@ import pandas as pd
 from equihash.io import InputError, atomic_path
 
 NAMES = ["task", "model", "variant", "database"]
+COUNTS = {"nbits", "database_size", "internal_collisions"}
 
 
 def metrics_row(path) -> dict:
@@ -45,7 +46,7 @@ def write_comparison(paths, csv_path, markdown_path) -> pd.DataFrame:
     lines = ["| figure | " + " | ".join(f"{m} ({v})" if v != "main" else m for m, v in columns.columns) + " |",
              "|---|" + "---:|" * len(columns.columns)]
     for figure, values in columns.iterrows():
-        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in values]
+        cells = [str(int(v)) if figure in COUNTS else f"{v:.4f}" for v in values]
         lines.append(f"| {figure} | " + " | ".join(cells) + " |")
     with atomic_path(markdown_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
