@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import json
-import logging
 import pathlib
 import shutil
 import subprocess
@@ -44,14 +43,7 @@ class Planted:
         return pathlib.Path.touch, (self.marker,)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def restore_process_state():
-    """main() sets torch threads and the equihash logger; give the pytest process its state back."""
-    logger = logging.getLogger("equihash")
-    saved = torch.get_num_threads(), list(logger.handlers), logger.level, logger.propagate, sys.excepthook
-    yield
-    torch.set_num_threads(saved[0])
-    logger.handlers[:], logger.level, logger.propagate, sys.excepthook = saved[1:]
+pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 def cli(*argv) -> int:

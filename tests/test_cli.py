@@ -7,8 +7,6 @@ every subcommand, the defaults against config/config.yaml, and the exit status 2
 """
 
 import json
-import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +49,7 @@ def run(*argv) -> int:
     return main([str(a) for a in argv])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def restore_process_state():
-    """main() sets torch threads and the equihash logger; give the pytest process its state back."""
-    logger = logging.getLogger("equihash")
-    saved = torch.get_num_threads(), list(logger.handlers), logger.level, logger.propagate, sys.excepthook
-    yield
-    torch.set_num_threads(saved[0])
-    logger.handlers[:], logger.level, logger.propagate, sys.excepthook = saved[1:]
+pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ the merged Parquet database. Every answer is checked against brute force over th
 
 from __future__ import annotations
 
-import logging
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -54,14 +52,7 @@ def run(tmp_path_factory):
             "labels": read_labels(root / "labels" / "database.parquet")}
 
 
-@pytest.fixture(autouse=True)
-def restore_process_state():
-    """main() sets torch threads and the equihash logger; give the pytest process its state back."""
-    logger = logging.getLogger("equihash")
-    saved = torch.get_num_threads(), list(logger.handlers), logger.level, logger.propagate, sys.excepthook
-    yield
-    torch.set_num_threads(saved[0])
-    logger.handlers[:], logger.level, logger.propagate, sys.excepthook = saved[1:]
+pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 def brute_force(run, logits, lookups, label):
