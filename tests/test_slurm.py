@@ -109,7 +109,9 @@ def test_every_rule_job_ran_as_a_slurm_job_that_exited_0(runs):
     controller_log = runs["cluster"]["log"].read_text()
     partition = runs["cluster"]["partition"]
     for job in every:
-        assert re.search(rf"Allocate JobId={job} NodeList=\S+ #CPUs=\d+ Partition={partition}\b", controller_log), job
+        started = (rf"Allocate JobId={job} NodeList=\S+ #CPUs=\d+ Partition={partition}\b"  # main scheduler
+                   rf"|Started JobId={job} in {partition} on ")  # backfill scheduler
+        assert re.search(started, controller_log), job
         assert re.search(rf"_job_complete: JobId={job} WEXITSTATUS 0\b", controller_log), job
     cpus = cluster_config(partition, runs["cluster"]["cpus"])["cluster"]["jobs"]["train"]["cpus"]
     assert re.search(rf"Allocate JobId={ids['train'][0]} NodeList=\S+ #CPUs={cpus} ", controller_log)  # from config
