@@ -123,6 +123,16 @@ def _run_parallel(fn, tasks, threads: int) -> list:
         return [future.result() for future in [pool.submit(fn, *task) for task in tasks]]
 
 
+def one_code(code, nbytes: int) -> np.ndarray:
+    """One fingerprint ((B,) uint8 or bytes) as a (1, B) batch; InputError for another shape."""
+    if isinstance(code, (bytes, bytearray, memoryview)):
+        code = np.frombuffer(code, dtype=np.uint8)
+    code = np.asarray(code)
+    if code.ndim != 1:
+        raise InputError(f"code: expected one fingerprint of shape ({nbytes},), got {code.shape}")
+    return code[None, :]
+
+
 def _as_codes(codes, name: str, nbytes: int | None = None) -> np.ndarray:
     """Check a (n, B) uint8 code array (B = ``nbytes`` when given); return it C-contiguous."""
     codes = np.asarray(codes)
@@ -654,12 +664,7 @@ class InvertedIndex:
 
     def lookup_one(self, code) -> np.ndarray:
         """Posting list (increasing positions) of one fingerprint: (B,) uint8 or bytes."""
-        if isinstance(code, (bytes, bytearray, memoryview)):
-            code = np.frombuffer(code, dtype=np.uint8)
-        code = np.asarray(code)
-        if code.ndim != 1:
-            raise InputError(f"code: expected one fingerprint of shape ({self.nbytes},), got {code.shape}")
-        code = _as_codes(code[None, :], "code", self.nbytes)[0]
+        code = _as_codes(one_code(code, self.nbytes), "code", self.nbytes)[0]
         start, length = _core.find_one(self.keys, self.directory, self._fingerprints_or_empty, self.offsets, code,
                                        self.prefix_bits, self.prefix, self.directory_bits)
         return self._plain_positions[start:start + length].copy()

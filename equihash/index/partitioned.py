@@ -31,7 +31,7 @@ import numpy as np
 
 from equihash.io import InputError, atomic_path
 
-from .inverted import (DEFAULT_MEMORY_BUDGET, MAX_PREFIX_BITS, InvertedIndex, _as_codes, _check_prefix,
+from .inverted import (DEFAULT_MEMORY_BUDGET, MAX_PREFIX_BITS, InvertedIndex, _as_codes, one_code, _check_prefix,
                        _run_parallel, code_keys, default_threads)
 from .multiprobe import _check_logits, multiprobe_lookup
 
@@ -162,12 +162,7 @@ class PartitionedIndex:
 
     def lookup_one(self, code) -> np.ndarray:
         """Posting list of one fingerprint: (B,) uint8 or bytes."""
-        if isinstance(code, (bytes, bytearray, memoryview)):
-            code = np.frombuffer(code, dtype=np.uint8)
-        code = np.asarray(code)
-        if code.ndim != 1:
-            raise InputError(f"code: expected one fingerprint of shape ({self.nbytes},), got {code.shape}")
-        return self.lookup(code[None, :], threads=1)[1]
+        return self.lookup(one_code(code, self.nbytes), threads=1)[1]
 
     def multiprobe(self, logits, L: int, *, threads: int | None = None):
         """Multi-probing retrieval (THESIS.md 10), each probe code routed to its partition."""

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from equihash.train.shannon_hamming import check_pair_logits
+from equihash.train import keyword_defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +111,7 @@ class HashNet(torch.nn.Module):
     #: makes the first half positive (s = 1) and the second half negative (s = 0).
     data = "mixed_pairs"
     #: The thesis defaults: the config's ``objective`` block of a HashNet model.
-    DEFAULTS = {"alpha": 0.15, "beta_init": 1.0, "beta_gamma": 0.0005, "beta_power": 0.5, "beta_step_size": 200}
+    #: (DEFAULTS, set below the class: the constructor's keyword defaults)
 
     def __init__(
         self,
@@ -156,3 +157,6 @@ class HashNet(torch.nn.Module):
             "dot_negative": float(dot[similar == 0].mean()),
         }
         return grad, stats
+
+
+HashNet.DEFAULTS = keyword_defaults(HashNet.__init__)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from equihash.train.hashnet import BetaSchedule, hashnet_gradient
 from equihash.train.shannon_hamming import PairShannonObjective
+from equihash.train import keyword_defaults
 
 
 class HashNetShannon(PairShannonObjective):
@@ -37,22 +38,7 @@ class HashNetShannon(PairShannonObjective):
 
     pair_term = "hashnet"
     #: The thesis defaults of the ablation: the config's ``objective`` block.
-    DEFAULTS = {
-        "alpha": 0.05,
-        "shannon_weight": 0.0001,
-        "beta_init": 1.0,
-        "beta_gamma": 0.0005,
-        "beta_power": 0.5,
-        "beta_step_size": 200,
-        "tuple_size": 3,
-        "tuples": "all",
-        "tuple_seed": 0,
-        "gradient": "normal",
-        "prior": 1.0,
-        "huber_slope": 0.0,
-        "huber_knee": 9.0,
-        "saturation": 9.0,
-    }
+    #: (DEFAULTS, set below the class: the constructor's keyword defaults)
 
     def __init__(
         self,
@@ -94,3 +80,6 @@ class HashNetShannon(PairShannonObjective):
         positive = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
         grad, loss = hashnet_gradient(z, positive, self.alpha, beta)
         return grad, float(loss), {"loss_hashnet": float(loss), "beta": beta}
+
+
+HashNetShannon.DEFAULTS = keyword_defaults(HashNetShannon.__init__)

@@ -29,6 +29,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from equihash.train import keyword_defaults
 from torch import Tensor
 
 
@@ -56,7 +57,7 @@ class JMLH(torch.nn.Module):
     #: The training data: logits (n, k), one instance per row, and its (n,) class indices.
     data = "classes"
     #: The thesis defaults: the config's ``objective`` block of a JMLH model.
-    DEFAULTS = {"num_classes": 10000, "kl_weight": 0.1}
+    #: (DEFAULTS, set below the class: the constructor's keyword defaults)
 
     def __init__(self, nbits: int, num_classes: int = 10000, kl_weight: float = 0.1):
         super().__init__()
@@ -126,3 +127,6 @@ class JMLH(torch.nn.Module):
             "accuracy": float(accuracy),
         }
         return grad.to(z.dtype), stats
+
+
+JMLH.DEFAULTS = keyword_defaults(JMLH.__init__)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from equihash.train.shannon import GRADIENTS, TUPLE_COVERS, shannon_gradient, tuple_family
+from equihash.train import keyword_defaults
 
 
 def check_pair_logits(z: Tensor, nbits: int | None = None) -> None:
@@ -246,18 +247,7 @@ class ShannonHamming(PairShannonObjective):
     pair_term = "hamming"
     #: The thesis defaults (NoisyMnist; lambda_S is 0.03 for OpenImages): the config's
     #: ``objective`` block of a ShannonHamming model.
-    DEFAULTS = {
-        "hamming_weight": 1.0,
-        "shannon_weight": 0.01,
-        "tuple_size": 3,
-        "tuples": "all",
-        "tuple_seed": 0,
-        "gradient": "normal",
-        "prior": 1.0,
-        "huber_slope": 0.0,
-        "huber_knee": 9.0,
-        "saturation": 9.0,
-    }
+    #: (DEFAULTS, set below the class: the constructor's keyword defaults)
 
     def __init__(
         self,
@@ -293,3 +283,6 @@ class ShannonHamming(PairShannonObjective):
         d_hamming, loss = hamming_gradient(z)
         loss = float(loss)
         return self.hamming_weight * d_hamming, self.hamming_weight * loss, {"loss_hamming": loss}
+
+
+ShannonHamming.DEFAULTS = keyword_defaults(ShannonHamming.__init__)
