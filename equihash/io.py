@@ -40,6 +40,15 @@ def stale_temporaries(path) -> list[Path]:
                       if entry.name.endswith(".tmp") and pattern.fullmatch(entry.name))
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path, *, directory=False):
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
@@ -48,7 +57,10 @@ def atomic_path(path, *, directory=False):
     ``path``. Parent directories are created. An artifact has one writer at a time
     (Snakemake locks its working directory), so temporaries of ``path`` found on entry
     were left by a killed writer and are removed. The rename is a fault point
-    (``equihash.progress.fault_point``).
+    (``equihash.progress.fault_point``). The artifact gets the permissions a plain
+    ``open`` would give it (0666, or 0777 for a directory, less the umask), not the
+    owner-only mode of a temporary file, so collaborators of a shared results folder
+    can read it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +77,8 @@ def atomic_path(path, *, directory=False):
         tmp = Path(name)
     try:
         yield tmp
+        if tmp.exists():
+            tmp.chmod((0o777 if tmp.is_dir() else 0o666) & ~_UMASK)
         fault_point(f"commit {path}")
         if directory and path.exists():
             shutil.rmtree(path)
