@@ -38,6 +38,9 @@ setup(
         "mlxtend>=0.23",
         "jsonschema>=4.0",
         "matplotlib>=3.7",
+        "pillow>=10.0",
+        # its wheel embeds the photographs of the default OpenImagesMosaic bank
+        "scikit-image>=0.22",
     ],
     extras_require={
         # Snakemake's SLURM executor (snakemake --profile workflow/profiles/slurm)
