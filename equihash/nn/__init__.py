@@ -1,13 +1,21 @@
 """Networks mapping mosaic instances to k logits (THESIS.md 5)."""
 
 from equihash.nn.mnist import MnistMosaicCNN
+from equihash.nn.resnet import MnistResNet, Uint8ResNet
 
-NETWORKS = {"MnistMosaic": MnistMosaicCNN}
+NETWORKS = {"MnistMosaic": MnistMosaicCNN, "OpenImagesMosaic": Uint8ResNet}
 
 
-def network_for_task(task: str, nbits: int):
-    """The thesis network of a task, with ``nbits`` output logits."""
+def network_for_task(task: str, nbits: int, **options):
+    """The thesis network of a task, with ``nbits`` output logits.
+
+    ``options`` go to the network's constructor, e.g. ``depth=34`` for ``Uint8ResNet``.
+    """
     try:
-        return NETWORKS[task](nbits)
+        network = NETWORKS[task]
     except KeyError:
         raise ValueError(f"no network for task '{task}'; known: {', '.join(sorted(NETWORKS))}") from None
+    return network(nbits, **options)
+
+
+__all__ = ["NETWORKS", "MnistMosaicCNN", "MnistResNet", "Uint8ResNet", "network_for_task"]
