@@ -39,7 +39,7 @@ def scalar_perlin(seed: int, stream: str, index: int, period: int, shape, y: int
 
 # --------------------------------------------------------------------------- definition
 def test_constants():
-    assert DEFAULT_PERIODS == (90, 45)
+    assert DEFAULT_PERIODS == (180, 90)
     assert THESIS_FIELDS == 61_728 and THESIS_FIELDS * 2 * 180 * 270 <= 6e9 < (THESIS_FIELDS + 1) * 97_200
     assert SCALE == pytest.approx(127 * math.sqrt(2))
     assert lattice_shape((180, 270), 90) == (3, 4)
