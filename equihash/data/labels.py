@@ -54,6 +54,7 @@ import pyarrow.parquet as pq
 
 from equihash.data.keyed import KeyedRandom
 from equihash.io import InputError, atomic_path, labels_array, labels_type, write_table
+from equihash.progress import Progress
 
 CHUNK_ROWS = 1 << 20
 """Database labels are generated in chunks of this many rows (one Parquet row group each)."""
@@ -452,6 +453,34 @@ def _negative_pairs(seed, split, bank_size, m, n_pairs) -> tuple[np.ndarray, np.
     return anchors, negatives
 
 
+# --------------------------------------------------------------------------- progress
+class _PassBars:
+    """The default ``progress`` of :func:`write_labels`: one :class:`~equihash.progress.Progress`
+    bar per pass over the database, ``labels <split> <stage>`` counting chunks of
+    ``CHUNK_ROWS`` rows (a bar on a terminal; periodic lines and a final line in the log).
+
+    A pass ends when its last chunk is reported; a report of a different stage, or one
+    that does not follow the previous count (the next rescan), starts a new bar.
+    """
+
+    def __init__(self, split: str):
+        self.split = split
+        self.stage, self.bar = None, None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.bar is None or stage != self.stage or done <= self.bar.done:
+            self.close()
+            self.stage, self.bar = stage, Progress(total, f"labels {self.split} {stage}", unit="chunk")
+        self.bar.update(done - self.bar.done)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 # --------------------------------------------------------------------------- the stage
 def write_labels(
     out_dir,
@@ -485,9 +514,12 @@ def write_labels(
     everything succeeded; on any error none of them is left behind. Bad arguments
     raise :class:`~equihash.io.InputError` naming the argument, before anything is written.
 
-    ``progress``, if given, is called as ``progress(stage, done, total)`` after every
-    chunk of each pass over the database; ``stage`` is ``"positive query labels"``
-    (pass 1), ``"database"`` (pass 2, writing) or ``"database rescan"`` (rare extra passes).
+    ``progress`` is called as ``progress(stage, done, total)`` after every chunk of each
+    pass over the database; ``stage`` is ``"positive query labels"`` (pass 1, only the
+    chunks that hold positive candidates), ``"database"`` (pass 2, writing) or
+    ``"database rescan"`` (rare extra passes). By default each pass gets a progress bar
+    ``labels <split> <stage>`` (``equihash.progress.Progress``), so the log holds one
+    final line per pass.
 
     Returns the row counts of the four files, the number of ground-truth positions and
     the candidate draws consumed by the two rejection samplers.
@@ -515,6 +547,9 @@ def write_labels(
 
     out_dir = Path(out_dir)
     with contextlib.ExitStack() as stack:
+        if progress is None:
+            progress = _PassBars(split)
+            stack.callback(progress.close)  # a pass cut short by an error still logs where it stopped
         tmp = {name: stack.enter_context(atomic_path(out_dir / f"{name}.parquet")) for name in LABEL_FILES}
         # Pass 1 (labels of the positive candidates), then pass 2: write the database and match it.
         targets, collect = sampler.targets(progress)

@@ -13,7 +13,7 @@ from equihash.evaluate.metrics import (binary_metrics, equidict, equiset, intern
                                        metrics_document, multiprobe_entry)
 from equihash.index import InvertedIndex
 from equihash.io import code_type, read_columns, read_ground_truth, read_labels, write_json
-from equihash.progress import logger
+from equihash.progress import Progress, logger
 
 
 def evaluate_run(*, index_dir, database_labels, positive_labels, database, positive_queries,
@@ -29,31 +29,42 @@ def evaluate_run(*, index_dir, database_labels, positive_labels, database, posit
     nbits = 8 * index.nbytes
     logits_kind = pa.list_(pa.float32(), nbits)
 
-    codes = read_columns(database, {"code": kind})["code"]
-    collisions = internal_collisions(codes, read_labels(database_labels))
-    del codes
-    logger.info("internal collisions: %d among %d positions", collisions, index.size)
+    # One bar over the stages; each stage's duration is logged as it ends.
+    stages = 4 + len(lookups[1:])
+    with Progress(stages, "evaluate " + "/".join(str(value) for value in names.values()), unit="stage") as bar:
+        with bar.stage("internal collisions"):
+            codes = read_columns(database, {"code": kind})["code"]
+            collisions = internal_collisions(codes, read_labels(database_labels))
+            del codes
+        logger.info("internal collisions: %d among %d positions", collisions, index.size)
 
-    ground_truth = read_ground_truth(positive_labels)
-    positive = read_columns(positive_queries, {"code": kind, "logits": logits_kind})
-    negative = read_columns(negative_queries, {"code": kind, "logits": logits_kind})
-    retrieved = index.lookup(positive["code"])
-    retrieved_negative = index.lookup(negative["code"])
+        with bar.stage("exact lookups"):
+            ground_truth = read_ground_truth(positive_labels)
+            positive = read_columns(positive_queries, {"code": kind, "logits": logits_kind})
+            negative = read_columns(negative_queries, {"code": kind, "logits": logits_kind})
+            retrieved = index.lookup(positive["code"])
+            retrieved_negative = index.lookup(negative["code"])
 
-    entries = [multiprobe_entry(1, retrieved, ground_truth, retrieved_negative[0])]
-    for L in lookups[1:]:
-        probed = index.multiprobe(positive["logits"], L)
-        probed_negative = index.multiprobe(negative["logits"], L)
-        entries.append(multiprobe_entry(L, probed, ground_truth, probed_negative[0]))
-        logger.info("multi-probing with %d lookups: recall %.4f", L, entries[-1]["recall"])
+        with bar.stage("equidict and equiset metrics"):
+            dictionary = equidict(retrieved, ground_truth)
+            membership = equiset(retrieved[0], retrieved_negative[0])
+            entries = [multiprobe_entry(1, retrieved, ground_truth, retrieved_negative[0])]
 
-    trip = read_columns(triplets, {"anchor": kind, "positive": kind, "negative": kind})
+        for L in lookups[1:]:
+            with bar.stage(f"multi-probing with {L} lookups"):
+                probed = index.multiprobe(positive["logits"], L)
+                probed_negative = index.multiprobe(negative["logits"], L)
+                entries.append(multiprobe_entry(L, probed, ground_truth, probed_negative[0]))
+                del probed, probed_negative
+            logger.info("multi-probing with %d lookups: recall %.4f", L, entries[-1]["recall"])
+
+        with bar.stage("binary metrics"):
+            trip = read_columns(triplets, {"anchor": kind, "positive": kind, "negative": kind})
+            binary = binary_metrics(trip["anchor"], trip["positive"], trip["negative"])
+
     document = metrics_document(
         **names, nbits=nbits, database_size=index.size, internal_collisions=collisions,
-        equidict=equidict(retrieved, ground_truth),
-        equiset=equiset(retrieved[0], retrieved_negative[0]),
-        binary=binary_metrics(trip["anchor"], trip["positive"], trip["negative"]),
-        multiprobe=entries,
+        equidict=dictionary, equiset=membership, binary=binary, multiprobe=entries,
     )
     document["provenance"] = run_provenance() if provenance is None else provenance
     write_json(document, out_path)

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,7 +70,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from equihash.io import InputError, atomic_path, column_to_numpy, read_schema
-from equihash.progress import logger
+from equihash.progress import Progress, format_duration, logger
 
 from . import _core
 from .multiprobe import _check_logits, multiprobe_lookup
@@ -373,15 +374,18 @@ class _SpillPlan:
         if nbytes > 8:
             self.columns["codes"] = (np.dtype(np.uint8), (nbytes,))
 
-    def spill(self, tmp: Path) -> None:
+    def spill(self, tmp: Path, n_rows: int, part: str) -> None:
         """One pass over the database: each record to its chunk, in position order (kept in
-        memory when there is one chunk, else appended to ``<column>-<chunk>.spill`` files)."""
+        memory when there is one chunk, else appended to ``<column>-<chunk>.spill`` files).
+        A progress bar ``index spill<part>`` counts the ``n_rows`` codes read."""
         self.chunk_sizes = np.zeros(self.n_chunks, dtype=np.int64)
         self.held = {name: [] for name in self.columns} if self.n_chunks == 1 else None
         handles = {} if self.held is not None else {
             (name, c): open(tmp / f"{name}-{c}.spill", "wb") for name in self.columns for c in range(self.n_chunks)}
+        bar = Progress(n_rows, f"index spill{part}", "code")
         try:
             for first, codes in _database_batches(self.path, self.batch_rows):
+                bar.update(len(codes))
                 keys = _core.code_hashes(codes)
                 positions = np.arange(first, first + len(codes), dtype=self.index_dtype)
                 if self.prefix_bits:
@@ -402,6 +406,7 @@ class _SpillPlan:
                         handles[name, c].write(memoryview(column[bounds[c]:bounds[c + 1]]).cast("B"))
                 self.chunk_sizes += np.diff(bounds)
         finally:
+            bar.close()
             for handle in handles.values():
                 handle.close()
         self.n_kept = int(self.chunk_sizes.sum())
@@ -421,13 +426,15 @@ class _SpillPlan:
             path.unlink()
         return records
 
-    def sort_chunks(self, tmp: Path, threads: int) -> int:
+    def sort_chunks(self, tmp: Path, threads: int, part: str) -> int:
         """Sort the chunks, in key order, and append their posting lists to the index files;
-        returns the number U of distinct fingerprints."""
+        returns the number U of distinct fingerprints. A progress bar ``index sort<part>``
+        counts the records sorted."""
         names = ("keys", "offsets", "positions") + (("fingerprints",) if self.nbytes > 8 else ())
         outputs = {name: open(tmp / f"{name}.bin", "wb") for name in names}
         little = _little(self.index_dtype)
         n_unique, first = 0, 0
+        bar = Progress(self.n_kept, f"index sort{part}", "code")
         try:
             for c in range(self.n_chunks):
                 records = self.chunk(tmp, c)
@@ -459,8 +466,10 @@ class _SpillPlan:
                 n_unique += len(keys)
                 first += size
                 del lists, keys, offsets, positions, fingerprints
+                bar.update(size)
             np.array([self.n_kept], dtype=little).tofile(outputs["offsets"])
         finally:
+            bar.close()
             for handle in outputs.values():
                 handle.close()
         return n_unique
@@ -530,9 +539,15 @@ class InvertedIndex:
         path = Path(path)
         nbytes, n = _open_database(path)
         codes = np.empty((n, nbytes), dtype=np.uint8)
-        for first, batch in _database_batches(path, batch_rows):
-            codes[first:first + len(batch)] = batch
-        return cls.build(codes, threads=threads)
+        with Progress(n, f"index read {path.name}", "code") as bar:
+            for first, batch in _database_batches(path, batch_rows):
+                codes[first:first + len(batch)] = batch
+                bar.update(len(batch))
+        start = time.monotonic()
+        index = cls.build(codes, threads=threads)
+        logger.info("index %s: %d codes, %d distinct fingerprints, built in %s", path.name, index.size,
+                    index.n_unique, format_duration(time.monotonic() - start))
+        return index
 
     @classmethod
     def build_parquet(cls, database, out_dir, *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -561,11 +576,12 @@ class InvertedIndex:
         if plan.n_chunks == 1 and prefix_bits == 0:  # it all fits: the fused in-memory build
             cls.from_parquet(path, threads=threads, batch_rows=batch_rows).save(out_dir)
             return cls.load(out_dir, threads=threads)
+        part = f" prefix {prefix:0{prefix_bits}b}" if prefix_bits else ""
         with atomic_path(out_dir, directory=True) as tmp:
-            plan.spill(tmp)
+            plan.spill(tmp, n_rows, part)
             logger.info("index %s: %d of %d codes in %d chunk(s) of at most %d records", out_dir, plan.n_kept,
                         n_rows, plan.n_chunks, int(plan.chunk_sizes.max()))
-            n_unique = plan.sort_chunks(tmp, threads)
+            n_unique = plan.sort_chunks(tmp, threads, part)
             bits = _directory_bits(n_unique)
             directory = np.empty(2**bits + 1, dtype=plan.index_dtype)
             filled, block = 0, 1 << 22

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from equihash.io import InputError, atomic_path
+from equihash.progress import Progress
 
 from .inverted import (DEFAULT_MEMORY_BUDGET, MAX_PREFIX_BITS, InvertedIndex, _as_codes, one_code, _check_prefix,
                        _run_parallel, code_keys, default_threads)
@@ -79,8 +80,12 @@ class PartitionedIndex:
         """Partition the index of ``codes`` (N, B) uint8 in memory (row i = position i)."""
         codes = _as_codes(codes, "codes")
         prefix_bits, _ = _check_prefix(prefix_bits, 0)
-        return cls([InvertedIndex.build(codes, prefix_bits=prefix_bits, prefix=v, threads=threads)
-                    for v in range(2**prefix_bits)], threads=threads)
+        parts = []
+        with Progress(2**prefix_bits, "index partitions", "partition") as bar:
+            for v in range(2**prefix_bits):
+                parts.append(InvertedIndex.build(codes, prefix_bits=prefix_bits, prefix=v, threads=threads))
+                bar.update()
+        return cls(parts, threads=threads)
 
     @classmethod
     def build_parquet(cls, database, out_dir, *, prefix_bits: int = DEFAULT_PREFIX_BITS,
@@ -88,16 +93,21 @@ class PartitionedIndex:
                       batch_rows: int | None = None) -> "PartitionedIndex":
         """Build every partition from the merged fingerprint database into ``out_dir``
         (one subdirectory each, as separate machines would, each in bounded memory), write
-        the manifest, and return the index memory-mapped."""
+        the manifest, and return the index memory-mapped. A progress bar ``index partitions``
+        counts the partitions built; each has its own ``index spill`` / ``index sort`` bars."""
         prefix_bits, _ = _check_prefix(prefix_bits, 0)
         if prefix_bits == 0:
             raise InputError("prefix_bits: expected at least 1 bit (2 partitions), got 0")
         options = {"memory_budget": memory_budget, "threads": threads}
         if batch_rows is not None:
             options["batch_rows"] = batch_rows
-        with atomic_path(out_dir, directory=True) as tmp:
-            parts = [InvertedIndex.build_parquet(database, tmp / name, prefix_bits=prefix_bits, prefix=v, **options)
-                     for v, name in enumerate(_partition_names(prefix_bits))]
+        with atomic_path(out_dir, directory=True) as tmp, \
+                Progress(2**prefix_bits, "index partitions", "partition") as bar:
+            parts = []
+            for v, name in enumerate(_partition_names(prefix_bits)):
+                parts.append(InvertedIndex.build_parquet(database, tmp / name, prefix_bits=prefix_bits, prefix=v,
+                                                         **options))
+                bar.update()
             _write_manifest(tmp, prefix_bits, parts[0].nbytes, parts[0].database_size)
             del parts
         return cls.load(out_dir, threads=threads)

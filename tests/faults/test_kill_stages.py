@@ -3,8 +3,9 @@
 Each stage is first run cleanly in this process, counting its fault points (every
 progress update and every atomic commit, see equihash.progress). Then, for each of five
 points drawn with a fixed seed, the stage runs in a child process that SIGKILLs itself
-at that point (``EQUIHASH_FAULT_AFTER``); the index stage, whose only fault point is its
-final commit, is also killed after seeded random delays into its work. After each kill:
+at that point (``EQUIHASH_FAULT_AFTER``); the index stage, whose only fault points are the
+batches of codes it reads and its final commit, is also killed after seeded random delays
+into its work. After each kill:
 
 - every output present is byte-identical to the clean one (nothing half-written looks finished);
 - the rerun (in this process) redoes only what was not saved: the encoded rows of the
