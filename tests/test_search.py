@@ -46,7 +46,7 @@ def run(tmp_path_factory):
                    out_negative=root / "fp" / "negative_queries.parquet", out_triplets=root / "fp" / "triplets.parquet")
     InvertedIndex.build_parquet(root / "fp" / "database.parquet", root / "index")
     searcher = RunSearch(index_dir=root / "index", labels_dir=root / "labels", fingerprints_dir=root / "fp",
-                         bank=encoder.mosaic.bank, split="test", seed=0, noise_sigma=0.2)
+                         mosaic=encoder.mosaic, split="test", seed=0)
     return {"root": root, "encoder": encoder, "search": searcher,
             "codes": read_columns(root / "fp" / "database.parquet", {"code": code_type(2)})["code"],
             "labels": read_labels(root / "labels" / "database.parquet")}
@@ -144,8 +144,8 @@ def test_cli_query_id_prints_and_draws(run, capsys):
     first = result.retrieved[np.argmax(result.relevant)]
     instance = run["search"].database_instances([first], run["labels"][[first]])[0]
     x, y = tile_origin((56, 56), 2, 0)
-    tile = np.asarray(image.convert("L"))[y + 4:y + 4 + 112:2, x + 4:x + 4 + 112:2]
-    assert np.array_equal(tile, search_module.to_pixels(instance))
+    tile = np.asarray(image)[y + 4:y + 4 + 112:2, x + 4:x + 4 + 112:2]
+    assert np.array_equal(tile, search_module.to_pixels(instance))  # (56, 56, 3) gray levels
     # a rerun draws the same bytes
     again = run["root"] / "again.png"
     assert cli(run, again, "--query-id", query_id, "--lookups", 2, "--show", 5) == 0
@@ -186,7 +186,7 @@ def test_cli_bad_input_exits_2_naming_the_problem(run, tmp_path, capsys):
         assert message in capsys.readouterr().err
     Image.fromarray(np.zeros((20, 30), dtype=np.uint8)).save(tmp_path / "small.png")
     assert cli(run, tmp_path / "out.png", "--image", tmp_path / "small.png", "--model", run["root"] / "model.pt") == 2
-    assert "small.png: image is 30x20 pixels, expected a 56x56 grayscale mosaic" in capsys.readouterr().err
+    assert "small.png: image is 30x20 pixels, expected a 56x56 grayscale MnistMosaic mosaic" in capsys.readouterr().err
     assert not (tmp_path / "out.png").exists()
     # an index of another database: refused, naming both files
     other = np.zeros((N + 1, 2), dtype=np.uint8)
@@ -194,4 +194,4 @@ def test_cli_bad_input_exits_2_naming_the_problem(run, tmp_path, capsys):
     with pytest.raises(InputError, match=rf"other-index/header\.json: an index of {N + 1} database positions, "
                                          rf"but .*database\.parquet has {N} rows"):
         RunSearch(index_dir=tmp_path / "other-index", labels_dir=run["root"] / "labels",
-                  fingerprints_dir=run["root"] / "fp", bank=run["encoder"].mosaic.bank, split="test", seed=0)
+                  fingerprints_dir=run["root"] / "fp", mosaic=run["encoder"].mosaic, split="test", seed=0)

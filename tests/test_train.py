@@ -5,6 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from equihash.data.mosaic import MnistMosaic
 from equihash.io import InputError
 from equihash.train.loop import Trainer, load_model
 
@@ -16,11 +17,13 @@ PARAMS = {
                   "gradient": "normal", "prior": 1.0, "huber_slope": 0.0, "huber_knee": 9.0, "saturation": 9.0},
 }
 BANK = np.random.default_rng(0).integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
+TRAIN, VALID = MnistMosaic(BANK, sigma=0.2), MnistMosaic(BANK[:20], sigma=0.2)
+NOISE = {"noise_sigma": 0.2}
 
 
 def trainer(checkpoint_dir, **changes):
-    return Trainer(task="MnistMosaic", model="ShannonHamming", bank_train=BANK, bank_valid=BANK[:20],
-                   nbits=16, noise_sigma=0.2, params={**PARAMS, **changes}, checkpoint_dir=checkpoint_dir)
+    return Trainer(task="MnistMosaic", model="ShannonHamming", train_mosaic=TRAIN, valid_mosaic=VALID, nbits=16,
+                   task_params=NOISE, params={**PARAMS, **changes}, checkpoint_dir=checkpoint_dir)
 
 
 def assert_same_state(a, b):
@@ -98,8 +101,8 @@ def test_saved_model_and_eval_log(tmp_path):
 
 def test_unknown_model_and_bad_model_file(tmp_path):
     with pytest.raises(InputError, match="unknown model 'Nope'"):
-        Trainer(task="MnistMosaic", model="Nope", bank_train=BANK, bank_valid=BANK, nbits=16,
-                noise_sigma=0.2, params=PARAMS, checkpoint_dir=tmp_path)
+        Trainer(task="MnistMosaic", model="Nope", train_mosaic=TRAIN, valid_mosaic=TRAIN, nbits=16,
+                task_params=NOISE, params=PARAMS, checkpoint_dir=tmp_path)
     (tmp_path / "model.pt").write_bytes(b"junk")
     with pytest.raises(InputError, match="model.pt: not a valid equihash model file"):
         load_model(tmp_path / "model.pt")
@@ -115,8 +118,8 @@ OBJECTIVE_PARAMS = {
 
 
 def baseline(model, checkpoint_dir):
-    return Trainer(task="MnistMosaic", model=model, bank_train=BANK, bank_valid=BANK[:20], nbits=16,
-                   noise_sigma=0.2, params={**PARAMS, "objective": OBJECTIVE_PARAMS[model]},
+    return Trainer(task="MnistMosaic", model=model, train_mosaic=TRAIN, valid_mosaic=VALID, nbits=16,
+                   task_params=NOISE, params={**PARAMS, "objective": OBJECTIVE_PARAMS[model]},
                    checkpoint_dir=checkpoint_dir)
 
 

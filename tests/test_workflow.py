@@ -11,13 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
 RUN = "MnistMosaic/ShannonHamming/main/default"
+OI_RUN = "OpenImagesMosaic/ShannonHamming/main/default"
 
 
 def snakemake(workdir: Path, *args, config=TINY, check=True):
@@ -67,8 +71,9 @@ def run(tmp_path_factory):
 
 def test_dry_run_shows_the_whole_dag(run):
     _, dry = run
-    assert dry == {"all": 1, "prepare_bank": 1, "labels": 1, "train": 1, "plot_training": 1, "encode_shard": 2,
-                   "merge_shards": 1, "encode_queries": 1, "index": 1, "evaluate": 1}
+    assert dry == {"all": 1, "prepare_bank": 1, "prepare_openimages_bank": 1, "perlin": 1, "mosaic_examples": 2,
+                   "labels": 2, "train": 2, "plot_training": 2, "encode_shard": 4, "merge_shards": 2,
+                   "encode_queries": 2, "index": 2, "evaluate": 2, "report_run": 2, "summary": 1}
 
 
 def test_full_run_writes_every_artifact_and_metrics(run):
@@ -91,9 +96,67 @@ def test_full_run_writes_every_artifact_and_metrics(run):
     assert list(log["step"]) == [3, 3, 6, 6] and list(log["split"]) == ["train", "valid"] * 2
     assert (results / "models" / RUN.rsplit("/", 1)[0] / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     for rule in ("prepare_bank", "labels", "train", "plot_training", "encode_shard", "merge_shards",
-                 "encode_queries", "index", "evaluate"):
+                 "encode_queries", "index", "evaluate", "mosaic_examples", "report_run", "summary"):
         assert any((results / "logs" / rule).rglob("*.log")), rule
+    assert (results / "logs" / "perlin.log").is_file()
     assert not list(results.rglob("*.tmp"))
+
+
+def test_openimages_task_runs_end_to_end_on_the_embedded_photographs(run):
+    workdir, _ = run
+    results = workdir / "results"
+    from equihash.data.openimages import EMBEDDED_SPLIT_SIZES, openimages_split_sizes, read_perlin
+
+    assert openimages_split_sizes(results / "banks" / "OpenImagesMosaic") == EMBEDDED_SPLIT_SIZES
+    resolution1, resolution2 = read_perlin(results / "perlin" / "perlin180x270.hdf5")
+    assert resolution1.shape == resolution2.shape == (TINY["perlin"]["fields"], 180, 270)
+    metrics = json.loads((results / "metrics" / OI_RUN / "metrics.json").read_text())
+    assert (metrics["task"], metrics["database_size"], metrics["nbits"]) == ("OpenImagesMosaic", 60, 64)
+    assert sum(metrics["binary"]["negative_histogram"]) == 8
+    model = torch.load(results / "models" / OI_RUN.rsplit("/", 1)[0] / "model.pt", weights_only=True)
+    assert model["config"]["network"] == {"depth": 18} and "noise_sigma" not in model["config"]
+    for task, size in (("MnistMosaic", (8 * 56 + 9 * 4, 2 * 56 + 3 * 4)),
+                       ("OpenImagesMosaic", (8 * 180 + 9 * 4, 2 * 270 + 3 * 4))):
+        with Image.open(results / "mosaics" / task / "examples.png") as image:
+            assert image.size[::-1] == size and image.mode == "RGB"
+
+
+def test_search_a_query_of_the_openimages_run(run, restore_process_state):
+    from equihash.cli import main
+    from equihash.search import grid_size
+
+    workdir, _ = run
+    r = workdir / "results"
+    out = workdir / "search.png"
+    assert main(["search", str(out), "--query-id", "0", "--index-dir", str(r / "index" / OI_RUN),
+                 "--labels-dir", str(r / "labels" / "OpenImagesMosaic" / "default"),
+                 "--fingerprints-dir", str(r / "fingerprints" / OI_RUN), "--task", "OpenImagesMosaic",
+                 "--bank", str(r / "banks" / "OpenImagesMosaic"), "--perlin", str(r / "perlin" / "perlin180x270.hdf5"),
+                 "--show", "3"]) == 0
+    with Image.open(out) as image:
+        assert image.size == grid_size((180, 270), 3)
+
+
+def test_report_and_summary_of_the_run(run, tmp_path):
+    from equihash.report.browser import find_browser, render, screenshot_statistics
+
+    workdir, _ = run
+    snakemake(workdir, "--report", "report.html")
+    html = (workdir / "report.html").read_text()
+    for run_name in (RUN, OI_RUN):
+        assert all(f'"results/report/{run_name}/{name}"' in html
+                   for name in ("metrics.html", "hamming_histograms.png", "multiprobe.png"))
+    assert '"results/mosaics/OpenImagesMosaic/examples.png"' in html
+    summary = pd.read_csv(workdir / "results" / "summary.csv")
+    assert len(summary) == 2
+    for run_name in (RUN, OI_RUN):
+        metrics = json.loads((workdir / "results" / "metrics" / run_name / "metrics.json").read_text())
+        row = summary[summary["task"] == metrics["task"]].iloc[0]
+        assert row["equidict.recall"] == metrics["equidict"]["recall"]
+        assert row["multiprobe.L16.false_positive_rate"] == metrics["multiprobe"][-1]["false_positive_rate"]
+    if find_browser():
+        shot = render(workdir / "report.html", tmp_path / "histograms.png", show="hamming_histograms.png")
+        assert screenshot_statistics(shot.screenshot)["foreground_share"] > 0.1
 
 
 def test_changed_training_parameter_reruns_training_and_downstream_only(run):
@@ -101,7 +164,15 @@ def test_changed_training_parameter_reruns_training_and_downstream_only(run):
     changed = with_changes(tasks__MnistMosaic__models__ShannonHamming__learning_rate=0.002)
     jobs = planned_jobs(workdir, changed)
     assert jobs == {"all": 1, "train": 1, "plot_training": 1, "encode_shard": 2, "merge_shards": 1,
-                    "encode_queries": 1, "index": 1, "evaluate": 1}
+                    "encode_queries": 1, "index": 1, "evaluate": 1, "report_run": 1, "summary": 1}
+
+
+def test_changed_perlin_file_reruns_the_openimages_noise_and_downstream_not_the_labels(run):
+    workdir, _ = run
+    jobs = planned_jobs(workdir, with_changes(perlin__seed=1))
+    assert jobs == {"all": 1, "perlin": 1, "mosaic_examples": 1, "train": 1, "plot_training": 1, "encode_shard": 2,
+                    "merge_shards": 1, "encode_queries": 1, "index": 1, "evaluate": 1, "report_run": 1,
+                    "summary": 1}
 
 
 def test_lost_shard_reruns_only_that_shard_the_merge_and_downstream(run):
@@ -114,7 +185,8 @@ def test_lost_shard_reruns_only_that_shard_the_merge_and_downstream(run):
     for path in (shard, merged, metrics):
         path.unlink()
     shutil.rmtree(workdir / "results" / "index" / RUN)
-    assert planned_jobs(workdir) == {"all": 1, "encode_shard": 1, "merge_shards": 1, "index": 1, "evaluate": 1}
+    assert planned_jobs(workdir) == {"all": 1, "encode_shard": 1, "merge_shards": 1, "index": 1, "evaluate": 1,
+                                     "report_run": 1, "summary": 1}
     dry = snakemake(workdir, "-n")
     outputs = re.findall(r"output: (\S+)", dry.stdout + dry.stderr)
     assert f"results/fingerprints/{RUN}/shards/1-of-2.parquet" in outputs
@@ -131,7 +203,8 @@ def test_changed_shard_count_reruns_encoding_only_and_merges_identically(run):
     metrics_before = json.loads(metrics_path.read_text())
     changed = with_changes(encode__nb_shards=3)
     jobs = planned_jobs(workdir, changed)
-    assert jobs == {"all": 1, "encode_shard": 3, "merge_shards": 1, "index": 1, "evaluate": 1}
+    assert jobs == {"all": 1, "encode_shard": 6, "merge_shards": 2, "index": 2, "evaluate": 2, "report_run": 2,
+                    "summary": 1}  # both tasks
     snakemake(workdir, config=changed)
     assert merged.read_bytes() == before
     metrics = json.loads(metrics_path.read_text())

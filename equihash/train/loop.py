@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from equihash.config import config_sha256
-from equihash.data.banks import read_bank
 from equihash.data.keyed import KeyedRandom
 from equihash.codes import pack_codes
-from equihash.data.mosaic import distinct_labels, task_class
+from equihash.data.mosaic import distinct_labels
+from equihash.data.tasks import open_bank, make_mosaic
 from equihash.io import InputError, atomic_path, write_table
 from equihash.nn import network_for_task
 from equihash.nn.cpu import keep_freed_memory
@@ -106,16 +106,16 @@ def encode_instances(net: torch.nn.Module, instances: torch.Tensor, batch_size: 
 class Trainer:
     """Trains one model of one task; ``run()`` resumes from the newest valid checkpoint."""
 
-    def __init__(self, *, task: str, model: str, bank_train: np.ndarray, bank_valid: np.ndarray,
-                 nbits: int, noise_sigma: float, params: dict, checkpoint_dir):
+    def __init__(self, *, task: str, model: str, train_mosaic, valid_mosaic, nbits: int, params: dict,
+                 checkpoint_dir, task_params: dict | None = None):
+        """``task_params``: what the model file records of the task besides ``nbits``
+        (``noise_sigma`` for MnistMosaic, ``network`` options for OpenImagesMosaic)."""
         if model not in OBJECTIVES:
             raise InputError(f"unknown model '{model}'; known models: {', '.join(sorted(OBJECTIVES))}")
         self.task, self.model, self.nbits, self.params = task, model, nbits, params
-        self.resolved = {"task": task, "model": model, "nbits": nbits, "noise_sigma": noise_sigma, **params}
+        self.resolved = {"task": task, "model": model, "nbits": nbits, **(task_params or {}), **params}
         self.hash = config_sha256(self.resolved)
-        mosaic_cls = task_class(task)
-        self.train_mosaic = mosaic_cls(bank_train, sigma=noise_sigma)
-        self.valid_mosaic = mosaic_cls(bank_valid, sigma=noise_sigma)
+        self.train_mosaic, self.valid_mosaic = train_mosaic, valid_mosaic
         self.seed = int(params["seed"])
         self.rows_per_step = params["batch_size"] * params["batches_per_step"]
         self.labels_rng = KeyedRandom(self.seed, "train", "train_labels")
@@ -126,7 +126,8 @@ class Trainer:
                          if params["bf16"] and self.device.type == "cuda" else nullcontext())
         keep_freed_memory()
         torch.manual_seed(self.seed)
-        self.net = network_for_task(task, nbits).to(self.device, memory_format=torch.channels_last)
+        self.net = network_for_task(task, nbits, **self.resolved.get("network", {}))
+        self.net = self.net.to(self.device, memory_format=torch.channels_last)
         self.objective = OBJECTIVES[model](nbits, **params["objective"]).to(self.device)
         self.classes = None
         if self.objective.data == "classes":
@@ -304,7 +305,7 @@ def load_model(path) -> tuple[torch.nn.Module, dict]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         config = state["config"]
-        net = network_for_task(config["task"], config["nbits"])
+        net = network_for_task(config["task"], config["nbits"], **config.get("network", {}))
         net.load_state_dict(state["state_dict"])
     except InputError:
         raise
@@ -313,12 +314,22 @@ def load_model(path) -> tuple[torch.nn.Module, dict]:
     return net.eval(), config
 
 
-def train_model(*, task: str, model: str, bank_path, nbits: int, noise_sigma: float, params: dict,
-                checkpoint_dir, model_path, eval_log_path) -> Trainer:
-    """Train (or resume) one model on a bank file and write model.pt and eval_log.parquet."""
-    trainer = Trainer(task=task, model=model, bank_train=read_bank(bank_path, "train"),
-                      bank_valid=read_bank(bank_path, "valid"), nbits=nbits, noise_sigma=noise_sigma,
-                      params=dict(params), checkpoint_dir=checkpoint_dir)
+def train_model(*, task: str, model: str, bank, nbits: int, params: dict, checkpoint_dir, model_path,
+                eval_log_path, noise_sigma: float | None = None, perlin=None, network: dict | None = None,
+                in_memory: bool = False) -> Trainer:
+    """Train (or resume) one model on a task's bank and write model.pt and eval_log.parquet.
+
+    ``bank``, ``noise_sigma``, ``perlin`` and ``in_memory`` as in
+    ``equihash.data.tasks.open_mosaic``; ``network``: options of the task's network
+    (OpenImagesMosaic: ``{"depth": 18}``), recorded in the model file.
+    """
+    mosaics = [make_mosaic(task, open_bank(task, bank, split, in_memory=in_memory), noise_sigma=noise_sigma,
+                           perlin=perlin, in_memory=in_memory) for split in ("train", "valid")]
+    task_params = {"noise_sigma": noise_sigma} if noise_sigma is not None else {}
+    if network:
+        task_params["network"] = dict(network)
+    trainer = Trainer(task=task, model=model, train_mosaic=mosaics[0], valid_mosaic=mosaics[1], nbits=nbits,
+                      params=dict(params), checkpoint_dir=checkpoint_dir, task_params=task_params)
     trainer.run()
     trainer.save(model_path, eval_log_path)
     return trainer

@@ -66,7 +66,7 @@ def run_train(inputs: Path, work: Path) -> None:
     from equihash.train.loop import train_model
 
     model = work / "model"
-    train_model(task="MnistMosaic", model="ShannonHamming", bank_path=inputs / "bank.hdf5", nbits=NBITS,
+    train_model(task="MnistMosaic", model="ShannonHamming", bank=inputs / "bank.hdf5", nbits=NBITS,
                 noise_sigma=0.2, params=train_params(), checkpoint_dir=model / "checkpoints",
                 model_path=model / "model.pt", eval_log_path=model / "eval_log.parquet")
 

@@ -46,7 +46,10 @@ def database_config(wildcards):
     return config["tasks"][wildcards.task]["databases"][wildcards.db]
 
 
-BANK = f"{R}/banks/{{task}}/bank.hdf5"
+BANK = f"{R}/banks/{{task}}/bank.hdf5"  # MnistMosaic: one file
+OPENIMAGES_BANK = f"{R}/banks/OpenImagesMosaic"  # OpenImagesMosaic: a folder of split files
+SPLITS = ("train", "valid", "test")
+PERLIN = f"{R}/perlin/perlin180x270.hdf5"
 LABELS = f"{R}/labels/{{task}}/{{db}}"
 MODEL = f"{R}/models/{{task}}/{{model}}/{{variant}}"
 FINGERPRINTS = f"{R}/fingerprints/{{task}}/{{model}}/{{variant}}/{{db}}"
@@ -65,12 +68,51 @@ def metrics_of(task, models, variants=("main",)):
 
 
 def all_targets():
-    """What `snakemake` builds: metrics and training curves of each task's run_models."""
+    """What `snakemake` builds: metrics and training curves of each run task's run_models,
+    and a picture of the task's mosaics."""
     targets = []
-    for task, tc in config["tasks"].items():
+    for task in config["run_tasks"]:
+        tc = config["tasks"][task]
+        targets.append(f"{R}/mosaics/{task}/examples.png")
         targets += metrics_of(task, tc["run_models"])
         targets += [f"{MODEL}/training_curves.png".format(task=task, model=m, variant="main") for m in tc["run_models"]]
     return targets
+
+
+# --------------------------------------------------------------------------- task data
+def bank_location(task):
+    """The bank a task's jobs read: the MNIST bank file, or the OpenImages folder of split
+    files (the user's thesis folder itself for source hdf5: it is read in place)."""
+    if task == "OpenImagesMosaic":
+        bank = config["tasks"][task]["bank"]
+        return bank["path"] if bank["source"] == "hdf5" else OPENIMAGES_BANK
+    return BANK.format(task=task)
+
+
+def perlin_file():
+    return config["perlin"]["path"] or PERLIN
+
+
+def task_data(wildcards):
+    """Where a task's data lie and how to read them: keyword arguments of
+    equihash.data.tasks.open_mosaic (bank, and noise_sigma or perlin and in_memory)."""
+    tc = task_config(wildcards)
+    if wildcards.task == "OpenImagesMosaic":
+        return {"bank": bank_location(wildcards.task), "perlin": perlin_file(), "in_memory": tc["bank"]["in_memory"]}
+    return {"bank": bank_location(wildcards.task), "noise_sigma": tc["noise_sigma"]}
+
+
+def bank_files(wildcards):
+    """The file(s) of a task's bank."""
+    location = bank_location(wildcards.task)
+    if wildcards.task == "OpenImagesMosaic":
+        return [f"{location}/{split}.hdf5" for split in SPLITS]
+    return [location]
+
+
+def task_data_files(wildcards):
+    """The files behind task_data: the bank file(s) and, for OpenImagesMosaic, the Perlin file."""
+    return bank_files(wildcards) + ([perlin_file()] if wildcards.task == "OpenImagesMosaic" else [])
 
 
 def database_shards(wildcards):

@@ -19,7 +19,7 @@ rule compare_task:
 
 rule compare:
     input:
-        [f"{R}/compare/{task}/comparison.csv" for task in config["tasks"]],
+        [f"{R}/compare/{task}/comparison.csv" for task in config["run_tasks"]],
 
 
 for (_task, _model), _tables in VARIANT_TABLES.items():

@@ -4,12 +4,13 @@
 rule encode_shard:
     input:
         model=f"{MODEL}/model.pt",
-        bank=BANK,
+        data=task_data_files,
         labels=f"{LABELS}/database.parquet",
     output:
         f"{FINGERPRINTS}/shards/{{shard}}-of-{{nb_shards}}.parquet",
     params:
         database=database_config,
+        data=task_data,
     threads: job_threads("encode", local=2)
     resources:
         **job_resources("encode"),
@@ -41,7 +42,7 @@ rule merge_shards:
 rule encode_queries:
     input:
         model=f"{MODEL}/model.pt",
-        bank=BANK,
+        data=task_data_files,
         positive_queries=f"{LABELS}/positive_queries.parquet",
         negative_queries=f"{LABELS}/negative_queries.parquet",
         negative_pairs=f"{LABELS}/negative_pairs.parquet",
@@ -51,6 +52,7 @@ rule encode_queries:
         triplets=f"{FINGERPRINTS}/triplets.parquet",
     params:
         database=database_config,
+        data=task_data,
     threads: job_threads("encode", local=2)
     resources:
         **job_resources("encode"),

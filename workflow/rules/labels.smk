@@ -3,7 +3,7 @@
 
 rule labels:
     input:
-        bank=BANK,
+        bank=bank_files,
     output:
         database=f"{LABELS}/database.parquet",
         positive_queries=f"{LABELS}/positive_queries.parquet",
@@ -11,6 +11,7 @@ rule labels:
         negative_pairs=f"{LABELS}/negative_pairs.parquet",
     params:
         database=database_config,
+        bank=lambda w: bank_location(w.task),
     resources:
         **job_resources("cpu"),
     conda:

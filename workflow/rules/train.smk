@@ -4,14 +4,15 @@
 
 rule train:
     input:
-        bank=BANK,
+        data=task_data_files,
     output:
         model=f"{MODEL}/model.pt",
         eval_log=f"{MODEL}/eval_log.parquet",
     params:
         model=model_params,
         nbits=lambda w: task_config(w)["nbits"],
-        noise_sigma=lambda w: task_config(w)["noise_sigma"],
+        data=task_data,
+        network=lambda w: task_config(w).get("network"),
         checkpoint_dir=f"{MODEL}/checkpoints",
     threads: job_threads("train")
     resources:

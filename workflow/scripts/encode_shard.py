@@ -1,13 +1,12 @@
 import torch
 
-from equihash.data.banks import read_bank
 from equihash.encode import Encoder, encode_database_shard
 from equihash.progress import setup_logging
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 db = snakemake.params.database
-encoder = Encoder(snakemake.input.model, read_bank(snakemake.input.bank, db["split"]))
+encoder = Encoder.for_split(snakemake.input.model, split=db["split"], **snakemake.params.data)
 encode_database_shard(encoder, snakemake.input.labels, seed=db["seed"], split=db["split"],
                       shard=int(snakemake.wildcards.shard),
                       nb_shards=int(snakemake.wildcards.nb_shards), out_path=snakemake.output[0])

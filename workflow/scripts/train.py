@@ -8,9 +8,9 @@ torch.set_num_threads(snakemake.threads)
 train_model(
     task=snakemake.wildcards.task,
     model=snakemake.wildcards.model,
-    bank_path=snakemake.input.bank,
+    **snakemake.params.data,
+    network=snakemake.params.network,
     nbits=snakemake.params.nbits,
-    noise_sigma=snakemake.params.noise_sigma,
     params=snakemake.params.model,
     checkpoint_dir=snakemake.params.checkpoint_dir,
     model_path=snakemake.output.model,
