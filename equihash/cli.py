@@ -205,7 +205,8 @@ def encoder_for(args):
     """The trained network of ``--model`` on the ``--split`` images of ``--bank`` (equihash.encode.Encoder)."""
     from equihash.encode import Encoder
 
-    return Encoder.for_split(args.model, split=args.split, bank=args.bank, perlin=args.perlin)
+    return Encoder.for_split(args.model, split=args.split, bank=args.bank, perlin=args.perlin,
+                             device=getattr(args, "device", "cpu"))
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -414,6 +415,8 @@ SPLIT = arg("--split", choices=SPLITS, default=DEFAULT_DATABASE["split"],
             help="bank split the database's image ids refer to (default: %(default)s)")
 SEED = arg("--seed", type=count, default=DEFAULT_DATABASE["seed"],
            help="database seed: keys every label and noise draw (default: %(default)s)")
+DEVICE = arg("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+             help="where the network runs, config encode.device (default: %(default)s)")
 MODEL_FILE = arg("--model", required=True, metavar="MODEL_PT", help="trained model file (model.pt, written by train)")
 
 
@@ -482,7 +485,7 @@ COMMANDS: dict[str, Command] = {
     ], uses_torch=True),
     "encode": Command(run_encode, [
         arg("out", metavar="OUT", help="shard file to write (Parquet: id uint64, code fixed_size_binary[k/8])"),
-        MODEL_FILE, BANK, PERLIN,
+        MODEL_FILE, BANK, PERLIN, DEVICE,
         arg("--labels", required=True, metavar="DATABASE_PARQUET",
             help="database labels (database.parquet, written by labels)"),
         SPLIT, SEED,
@@ -500,7 +503,7 @@ COMMANDS: dict[str, Command] = {
     "encode-queries": Command(run_encode_queries, [
         arg("out_dir", metavar="OUT_DIR", help="folder receiving positive_queries.parquet, "
             "negative_queries.parquet and triplets.parquet"),
-        MODEL_FILE, BANK, PERLIN,
+        MODEL_FILE, BANK, PERLIN, DEVICE,
         arg("--labels-dir", required=True, metavar="LABELS_DIR", help="folder written by labels"),
         SPLIT, SEED,
     ], uses_torch=True),

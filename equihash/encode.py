@@ -44,7 +44,7 @@ from equihash.io import (InputError, atomic_path, check_schema, codes_array, col
                          triplet_schema, write_json, write_table)
 from equihash.nn.cpu import keep_freed_memory
 from equihash.progress import Progress, logger
-from equihash.train.loop import load_model
+from equihash.train.loop import load_model, resolve_device
 
 ROW_GROUP = 1 << 20  # rows per Parquet row group of fingerprint files
 FORWARD_BATCH = 256  # part of the fingerprint definition; measured fastest on 2 CPU cores (benchmarks/encode.py)
@@ -62,12 +62,18 @@ def shard_range(n: int, shard: int, nb_shards: int) -> tuple[int, int]:
 class Encoder:
     """A trained network and its task's mosaic: labels -> logits for keyed instances."""
 
-    def __init__(self, model_path, bank, *, perlin=None, batch_size: int = FORWARD_BATCH, _loaded=None):
+    def __init__(self, model_path, bank, *, perlin=None, device: str = "cpu", batch_size: int = FORWARD_BATCH,
+                 _loaded=None):
         """``bank``: the images of the database's split (``equihash.data.tasks.open_bank``);
-        ``perlin``: the Perlin file of an OpenImagesMosaic model (its path or opened pair)."""
+        ``perlin``: the Perlin file of an OpenImagesMosaic model (its path or opened pair);
+        ``device``: where the network runs (``cpu``, ``cuda`` or ``auto``, config
+        ``encode.device``). Instances are always generated on the CPU. A fingerprint is
+        bit-identical for any shard or batch on one device; CUDA and CPU kernels round
+        differently, so the device is part of a shard's resumption spec."""
         keep_freed_memory()
+        self.device = resolve_device(device)
         self.net, self.config = _loaded or load_model(model_path)
-        self.net = self.net.to(memory_format=torch.channels_last)
+        self.net = self.net.to(self.device, memory_format=torch.channels_last)
         self.mosaic = make_mosaic(self.config["task"], bank, noise_sigma=self.config.get("noise_sigma"),
                                   perlin=perlin)
         self.nbits = self.config["nbits"]
@@ -77,13 +83,14 @@ class Encoder:
             "bank_sha256": content_identity(self.mosaic.bank),
             "forward_batch": batch_size,
             "torch": torch.__version__,
+            "device": self.device.type,
         }
         if perlin is not None:
             self.identity["perlin"] = [content_identity(field) for field in self.mosaic.perlin]
 
     @classmethod
     def for_split(cls, model_path, *, split: str, bank, perlin=None, in_memory: bool = False,
-                  noise_sigma: float | None = None) -> "Encoder":
+                  noise_sigma: float | None = None, device: str = "cpu") -> "Encoder":
         """The encoder of a model on split ``split`` of the bank ``bank`` (arguments as
         ``equihash.data.tasks.open_mosaic``). The noise is the one the model was trained
         with; a ``noise_sigma`` that differs from the model's is an error."""
@@ -92,7 +99,7 @@ class Encoder:
             raise InputError(f"{model_path}: the model was trained with noise_sigma {config.get('noise_sigma')}, "
                              f"the configuration asks for {noise_sigma}")
         images = open_bank(config["task"], bank, split, in_memory=in_memory)
-        return cls(model_path, images, perlin=perlin, _loaded=(net, config))
+        return cls(model_path, images, perlin=perlin, device=device, _loaded=(net, config))
 
     def check_labels(self, labels: np.ndarray, path, *, column: str = "labels", first_row: int = 0) -> np.ndarray:
         """``labels`` (rows ``first_row``.. of ``column`` of ``path``), or InputError naming the first
@@ -115,7 +122,7 @@ class Encoder:
             x = self.mosaic.noisy(labels[lo:hi], rng, indices[lo:hi])
             if hi - lo < bs:  # pad: the network always sees full batches
                 x = np.concatenate([x, np.zeros((bs - (hi - lo), *x.shape[1:]), x.dtype)])
-            out[lo:hi] = self.net(torch.from_numpy(x))[: hi - lo].numpy()
+            out[lo:hi] = self.net(torch.from_numpy(x).to(self.device))[: hi - lo].float().cpu().numpy()
             if progress is not None:
                 progress.update(hi - lo)
         return out

@@ -182,10 +182,10 @@ OPTIONS = {
     "labels": ["OUT_DIR", "--bank", "--split", "--size", "--positive-queries", "--negative-queries",
                "--negative-pairs", "--seed", "--task"],
     "train": ["MODEL_DIR", "--bank", "--perlin", "--config", "--task", "--model", "--steps", "--threads"],
-    "encode": ["OUT", "--model", "--bank", "--perlin", "--labels", "--split", "--seed", "--shard", "--nb-shards",
+    "encode": ["OUT", "--model", "--bank", "--perlin", "--device", "--labels", "--split", "--seed", "--shard", "--nb-shards",
                "--threads"],
     "merge": ["OUT", "SHARD", "--nbits"],
-    "encode-queries": ["OUT_DIR", "--model", "--bank", "--perlin", "--labels-dir", "--split", "--seed", "--threads"],
+    "encode-queries": ["OUT_DIR", "--model", "--bank", "--perlin", "--device", "--labels-dir", "--split", "--seed", "--threads"],
     "index": ["OUT_DIR", "--database"],
     "evaluate": ["OUT_JSON", "--index-dir", "--labels-dir", "--fingerprints-dir", "--lookups", "--task",
                  "--model", "--variant", "--database"],
@@ -232,6 +232,7 @@ def test_defaults_are_those_of_config_yaml():
     assert parser.parse_args(["merge", "out", "s"]).nbits == task["nbits"]
     shard = parser.parse_args(["encode", "out", "--model", "m", "--bank", "b", "--labels", "l"])
     assert (shard.shard, shard.nb_shards) == (0, 1)  # by hand: the whole database in one shard
+    assert shard.device == DEFAULT_CONFIG["encode"]["device"]
     assert (shard.split, shard.seed) == (db["split"], db["seed"])
     evaluate = parser.parse_args(["evaluate", "o", "--index-dir", "i", "--labels-dir", "l",
                                   "--fingerprints-dir", "f"])

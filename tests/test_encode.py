@@ -97,3 +97,11 @@ def test_queries_and_triplets(setup):
     pair_labels = read_labels(root / "labels" / "negative_pairs.parquet", column="anchor")
     direct = encoder.logits(pair_labels, KeyedRandom(0, "test", "triplet_anchor"), np.arange(20))
     np.testing.assert_array_equal(anchors, pack_codes(direct))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_encoder_on_cuda_without_a_gpu_fails_naming_device(setup):
+    root, _ = setup
+    with pytest.raises(InputError, match="device: the configuration asks for cuda"):
+        Encoder(root / "model.pt", BANK, device="cuda")
+    assert Encoder(root / "model.pt", BANK, device="auto").identity["device"] == "cpu"

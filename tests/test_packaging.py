@@ -24,9 +24,12 @@ def test_readme_has_two_one_line_commands_and_ci_runs_the_test_one_verbatim():
     assert commands[1].endswith("pytest")
     ci_lines = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
                 if line.strip() and not line.startswith(("#", "set ", "cd "))]
-    # the test command last; before it only the SLURM cluster of tests/test_slurm.py
+    # the test command last; before it, as root only, the SLURM cluster of tests/test_slurm.py
+    # and the chromium of tests/test_report.py
     assert ci_lines[-1] == commands[1]
-    assert all(".ci/slurm-up.sh" in line for line in ci_lines[:-1])
+    setup = [line.strip() for line in ci_lines[:-1]]
+    assert setup[0] == 'if [ "$(id -u)" = 0 ]; then' and setup[-1] == "fi"
+    assert all(any(word in line for word in ("slurm", "chromium", "then", "fi")) for line in setup)
 
 
 def requirement_names(requirements):
@@ -57,3 +60,14 @@ def test_shipped_configurations_are_valid():
     thesis = merged(default, yaml.safe_load((REPO / "config" / "thesis_mnist.yaml").read_text()))
     jsonschema.validate(thesis, schema)  # the bank path is the user's: check_config needs the file
     assert thesis["tasks"]["MnistMosaic"]["databases"]["default"]["size"] == 10_000_000
+    from equihash.data.perlin import THESIS_FIELDS
+
+    openimages = merged(default, yaml.safe_load((REPO / "config" / "thesis_openimages.yaml").read_text()))
+    jsonschema.validate(openimages, schema)
+    task = openimages["tasks"]["OpenImagesMosaic"]
+    model, database = task["models"]["ShannonHamming"], task["databases"]["default"]
+    assert openimages["run_tasks"] == ["OpenImagesMosaic"] and task["network"] == {"depth": 18}
+    assert (model["steps"], model["batch_size"], model["batches_per_step"]) == (100_000, 64, 32)
+    assert (database["size"], database["positive_queries"], database["negative_queries"],
+            database["negative_pairs"]) == (10**9, 10**6, 10**6, 10**6)
+    assert openimages["perlin"]["fields"] == THESIS_FIELDS

@@ -11,6 +11,7 @@ rule encode_shard:
     params:
         database=database_config,
         data=task_data,
+        device=config["encode"]["device"],
     threads: job_threads("encode", local=2)
     resources:
         **job_resources("encode"),
@@ -53,6 +54,7 @@ rule encode_queries:
     params:
         database=database_config,
         data=task_data,
+        device=config["encode"]["device"],
     threads: job_threads("encode", local=2)
     resources:
         **job_resources("encode"),
