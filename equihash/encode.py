@@ -38,7 +38,7 @@ import torch
 
 from equihash.codes import pack_codes
 from equihash.data.keyed import KeyedRandom
-from equihash.data.tasks import content_identity, make_mosaic, open_bank
+from equihash.data.tasks import array_identity, make_mosaic, open_bank
 from equihash.io import (InputError, atomic_path, check_schema, codes_array, column_to_numpy, fingerprint_schema,
                          labels_type, logits_array, query_schema, read_label_rows, read_labels,
                          triplet_schema, write_json, write_table)
@@ -80,13 +80,13 @@ class Encoder:
         self.batch_size = batch_size
         self.identity = {  # what a fingerprint depends on besides its labels, seed, split and position
             "model_sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest(),
-            "bank_sha256": content_identity(self.mosaic.bank),
+            "bank_sha256": array_identity(self.mosaic.bank),
             "forward_batch": batch_size,
             "torch": torch.__version__,
             "device": self.device.type,
         }
         if perlin is not None:
-            self.identity["perlin"] = [content_identity(field) for field in self.mosaic.perlin]
+            self.identity["perlin"] = [array_identity(field) for field in self.mosaic.perlin]
 
     @classmethod
     def for_split(cls, model_path, *, split: str, bank, perlin=None, in_memory: bool = False,

@@ -34,6 +34,15 @@ def test_default_configuration_passes():
     ("tasks.MnistMosaic.bank", {"source": "idx", "path": None}, "tasks.MnistMosaic.bank.path: required"),
     ("tasks.MnistMosaic.bank", {"source": "hdf5", "path": "/no/such.hdf5"}, "/no/such.hdf5 does not exist"),
     ("tasks.MnistMosaic.databases.default.size", 10**17, "databases.default.negative_queries"),
+    ("run_tasks", ["MnistMosaic", "Nope"], "Nope'] have no block in tasks"),
+    ("perlin.path", "/no/perlin.hdf5", "perlin.path: /no/perlin.hdf5 is not a file"),
+    ("perlin.periods", [45, 90], "perlin.periods: resolution1 must have the coarser lattice"),
+    ("tasks.OpenImagesMosaic.bank", {"source": "hdf5", "path": "/no/OpenImages", "in_memory": False},
+     "tasks.OpenImagesMosaic.bank.path: /no/OpenImages does not exist"),
+    ("tasks.OpenImagesMosaic.bank", {"source": "photos", "path": None, "in_memory": False},
+     "tasks.OpenImagesMosaic.bank.path: required for source photos"),
+    # the embedded test split holds 40 images: 1600 labels, too few for negative queries beside 1600 draws
+    ("tasks.OpenImagesMosaic.databases.default.size", 1600, "OpenImagesMosaic.databases.default.negative_queries"),
 ])
 def test_inconsistent_values_are_named(path, value, message):
     with pytest.raises(InputError, match=message.replace(".", r"\.")):
@@ -47,3 +56,22 @@ def test_split_sizes_apply_to_the_embedded_bank_only():
     thesis = {**mlxtend, "source": "hdf5", "path": "mnist.hdf5"}
     assert bank_request(thesis) == {"source": "hdf5", "path": "mnist.hdf5", "splits": None}
     assert split_sizes("MnistMosaic", thesis) == {"train": 50000, "valid": 10000, "test": 10000}
+
+
+def test_only_the_tasks_that_run_are_checked():
+    config = changed("tasks.OpenImagesMosaic.bank", {"source": "hdf5", "path": "/no/OpenImages", "in_memory": False})
+    config["run_tasks"] = ["MnistMosaic"]
+    check_config(config)  # a thesis block pointing at files this machine lacks does not stop an MNIST run
+
+
+def test_openimages_split_sizes_come_from_the_thesis_files_or_the_embedded_bank(tmp_path):
+    import h5py
+    import numpy as np
+
+    for split, n in (("train", 5), ("valid", 3), ("test", 4)):
+        with h5py.File(tmp_path / f"{split}.hdf5", "w") as f:
+            f.create_dataset("images", data=np.zeros((n, 180, 180, 3), np.uint8))
+    assert split_sizes("OpenImagesMosaic", {"source": "hdf5", "path": str(tmp_path)}) == {"train": 5, "valid": 3,
+                                                                                          "test": 4}
+    assert split_sizes("OpenImagesMosaic", {"source": "scikit-image"}) == {"train": 63, "valid": 20, "test": 40}
+    assert split_sizes("OpenImagesMosaic", {"source": "photos", "path": str(tmp_path)}) is None

@@ -83,7 +83,7 @@ def open_mosaic(task: str, bank, split: str, *, noise_sigma: float | None = None
                        perlin=perlin, in_memory=in_memory)
 
 
-def content_identity(images) -> str:
+def array_identity(images) -> str:
     """A sha256 hex that tells image arrays apart (the encoder's resumption spec records it).
 
     Arrays opened from large HDF5 files carry their own sampled ``identity``
