@@ -224,7 +224,45 @@ CLI_CASES = {
         ["labels", o, "--bank", c / "bank.hdf5", "--size", -5], ["--size", "-5"]),
     "k not a multiple of 8": lambda c, t, o: (
         ["merge", o / "db.parquet", c / "shards" / "0-of-2.parquet", "--nbits", 12], ["--nbits", "12"]),
+    "OpenImages bank: no dataset 'images'": lambda c, t, o: (
+        ["labels", o, "--task", "OpenImagesMosaic", "--bank", openimages_bank(t / "oi", dataset="x")],
+        ["train.hdf5", "no dataset 'images'", "datasets found: ['x']"]),
+    "OpenImages bank: wrong dtype": lambda c, t, o: (
+        ["labels", o, "--task", "OpenImagesMosaic", "--bank", openimages_bank(t / "oi", dtype=np.float32)],
+        ["train.hdf5", "dataset 'images' has dtype float32, expected uint8"]),
+    "OpenImages bank: wrong shape": lambda c, t, o: (
+        ["labels", o, "--task", "OpenImagesMosaic", "--bank", openimages_bank(t / "oi", shape=(180, 170, 3))],
+        ["train.hdf5", "has shape (6, 180, 170, 3), expected (n, 180, 180, 3)"]),
+    "photo folder without a readable image": lambda c, t, o: (
+        ["prepare", o / "bank", "--task", "OpenImagesMosaic", "--source", "photos", "--path", junk_photos(t)],
+        ["photos", "none of the 2 .jpg/.jpeg/.png files is a readable image"]),
+    "Perlin file of the wrong shape": lambda c, t, o: (
+        ["train", o, "--task", "OpenImagesMosaic", "--bank", openimages_bank(t / "oi"), "--perlin",
+         perlin_file(t / "perlin.hdf5", (4, 180, 180)), "--config", train_config(t / "config.yaml")],
+        ["perlin.hdf5", "dataset 'resolution1' has shape (4, 180, 180), expected (n, 180, 270)"]),
 }
+
+
+def openimages_bank(folder: Path, *, dataset="images", dtype=np.uint8, shape=(180, 180, 3)) -> Path:
+    folder.mkdir()
+    for split in ("train", "valid", "test"):
+        with h5py.File(folder / f"{split}.hdf5", "w") as f:
+            f.create_dataset(dataset, data=np.zeros((6, *shape), dtype))
+    return folder
+
+
+def junk_photos(tmp: Path) -> Path:
+    (tmp / "photos").mkdir()
+    (tmp / "photos" / "a.jpg").write_bytes(b"not a jpeg")
+    (tmp / "photos" / "b.png").write_bytes(b"")
+    return tmp / "photos"
+
+
+def perlin_file(path: Path, shape) -> Path:
+    with h5py.File(path, "w") as f:
+        for name in ("resolution1", "resolution2"):
+            f.create_dataset(name, data=np.zeros(shape, np.int8))
+    return path
 
 
 def truncate_index(index: Path) -> Path:

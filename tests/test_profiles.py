@@ -72,7 +72,12 @@ DISTINCT = {"partition": "p_test", "account": "a_test", "gpu_type": "h100", "gpu
 
 
 def test_every_job_takes_partition_account_gpus_cpus_memory_and_time_from_the_config(tmp_path):
-    result = snakemake(tmp_path, "-n", "--forceall", "all", "compare", "ablations", config=with_cluster(DISTINCT))
+    tables = tmp_path / "variants" / "MnistMosaic" / "ShannonHamming"
+    tables.mkdir(parents=True)
+    (tables / "weight.tsv").write_text("variant\tseed\tobjective.shannon_weight\nlow_seed0\t0\t0.005\n"
+                                       "low_seed1\t1\t0.005\nhigh_seed0\t0\t0.02\n")
+    config = {**with_cluster(DISTINCT), "variants": str(tmp_path / "variants")}
+    result = snakemake(tmp_path, "-n", "--forceall", "all", "compare", "ablations", config=config)
     jobs = job_resources(result.stdout + result.stderr)
     classes = job_classes()
     assert set(classes) <= set(jobs)  # every rule that runs code is in the DAG of all + compare + ablations

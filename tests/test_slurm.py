@@ -62,8 +62,10 @@ def live_cluster() -> dict:
 
 
 def cluster_config(partition: str, cpus: int) -> dict:
-    """The tiny configuration with a `cluster` block that fits a small one-node cluster."""
+    """The tiny configuration with a `cluster` block that fits a small one-node cluster. One
+    task: the other runs the same rules, and the cluster test stays short."""
     config = json.loads(json.dumps(TINY))
+    config["run_tasks"] = ["MnistMosaic"]
     jobs = {"cpus": min(2, cpus), "mem_mb": 2000, "runtime": 10}
     config["cluster"] = {"partition": partition, "account": None, "gpu_type": None,
                          "gpus": {"train": 0, "encode": 0},

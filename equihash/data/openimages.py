@@ -510,6 +510,7 @@ def import_photo_folder(folder, out_dir, *, fractions: Mapping[str, float] = DEF
     names = find_photos(folder)
     if not names:
         raise InputError(f"{folder}: no .jpg/.jpeg/.png files found; expected photographs to import")
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # removed again on failure
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(".import-photos.*.npy.tmp"):  # left by a killed import (one writer at a time)
         stale.unlink(missing_ok=True)
@@ -548,8 +549,13 @@ def import_photo_folder(folder, out_dir, *, fractions: Mapping[str, float] = DEF
                        "fractions": json.dumps(shares)},
             )
         _write_split_files(out_dir, contents)
-    finally:
+    except BaseException:
         staging_path.unlink(missing_ok=True)
+        for directory in created:  # deepest first; only folders this call made, if left empty
+            if directory.exists() and not any(directory.iterdir()):
+                directory.rmdir()
+        raise
+    staging_path.unlink(missing_ok=True)
     counts = {split: len(content.images) for split, content in contents.items()}
     logger.info("%s: imported %s photos into %s (%d unreadable skipped)", folder, counts, out_dir,
                 int((~readable).sum()))
