@@ -1,6 +1,6 @@
 """Benchmark of the Perlin noise file (THESIS.md section 3): fields per second, peak memory, thesis projection.
 
-    python benchmarks/perlin.py [--n 2048] [--blocks 16 64 256 1024] [--periods 90 30]
+    python benchmarks/perlin.py [--n 2048] [--blocks 16 64 256 1024] [--periods 180 90]
 
 For every block size a fresh child process writes a Perlin file of ``--n`` fields per
 dataset (so 2n fields) with ``generate_perlin_file`` to a temporary directory and
@@ -62,7 +62,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2048, help="fields per dataset in each measured file")
     parser.add_argument("--blocks", type=int, nargs="+", default=[16, 64, 256, 1024])
-    parser.add_argument("--periods", type=int, nargs=2, default=[90, 30])
+    from equihash.data.perlin import DEFAULT_PERIODS
+
+    parser.add_argument("--periods", type=int, nargs=2, default=list(DEFAULT_PERIODS))
     parser.add_argument("--dir", default=None, help="directory for the temporary files (default: system temp)")
     parser.add_argument("--block", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -74,7 +76,7 @@ def main() -> None:
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     print(f"Perlin file: n={args.n:,} fields per dataset ({2 * args.n:,} fields), periods "
-          f"{tuple(args.periods)}, {os.cpu_count()} CPUs (shared: timings are noisy)")
+          f"{tuple(args.periods)}, {os.cpu_count()} CPUs")
     header = (f"{'block':>6} {'fields/s':>9} {'gen only':>9} {'peak RSS MiB':>13} {'(baseline)':>10} "
               f"{'thesis file min':>16} {'thesis GB':>10}")
     print(header)
