@@ -91,6 +91,23 @@ def atomic_path(path, *, directory=False):
         raise
 
 
+def open_hdf5(path, expected: str):
+    """An HDF5 file opened read-only; InputError naming the file and ``expected`` (what it
+    should hold) if it is missing, not a file, not HDF5 or truncated."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found (expected an HDF5 file with {expected})")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file (expected an HDF5 file with {expected})")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        kind = "truncated HDF5 file" if "truncated" in str(exc) else "not a readable HDF5 file"
+        raise InputError(f"{path}: {kind} ({exc}); expected an HDF5 file with {expected}") from None
+
+
 def write_table(table: pa.Table, path, *, row_group_size: int = 1 << 20) -> None:
     """Write a Parquet file atomically (deterministic bytes for identical tables)."""
     with atomic_path(path) as tmp:

@@ -42,7 +42,7 @@ from typing import Callable, Iterator, Mapping
 import h5py
 import numpy as np
 
-from equihash.io import InputError, atomic_path
+from equihash.io import InputError, atomic_path, open_hdf5
 
 IMAGE_SHAPE = (28, 28)
 DATASET = "x"
@@ -124,14 +124,7 @@ def _parse_ranges(raw: object, where: str) -> dict[str, tuple[int, int]]:
 # --------------------------------------------------------------------------- bank validation
 def _open_bank(path: Path) -> h5py.File:
     """Open an HDF5 bank read-only, raising InputError if it is missing or not HDF5."""
-    if not path.exists():
-        raise InputError(f"{path}: file not found (expected an HDF5 image bank with dataset '{DATASET}')")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file (expected an HDF5 image bank)")
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable HDF5 file ({exc})") from None
+    return open_hdf5(path, f"dataset '{DATASET}' of (n, 28, 28) uint8 images")
 
 
 def _checked_images(path: Path, f: h5py.File) -> h5py.Dataset:

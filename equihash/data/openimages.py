@@ -51,7 +51,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from equihash.data.keyed import KeyedRandom
-from equihash.io import InputError, atomic_path
+from equihash.io import InputError, atomic_path, open_hdf5
 from equihash.progress import Progress, logger
 
 OPENIMAGES_SPLITS = ("train", "valid", "test")
@@ -226,19 +226,6 @@ def _expectation(dataset: str, item_shape: tuple[int, ...], dtype: np.dtype) -> 
     return f"dataset '{dataset}' of shape (n, {', '.join(map(str, item_shape))}) {dtype}"
 
 
-def _open_h5(path: Path, expected: str) -> h5py.File:
-    """Open an HDF5 file read-only; InputError if it is missing, not HDF5 or truncated."""
-    if not path.exists():
-        raise InputError(f"{path}: file not found (expected an HDF5 file with {expected})")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file (expected an HDF5 file with {expected})")
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        kind = "truncated HDF5 file" if "truncated" in str(exc) else "not a readable HDF5 file"
-        raise InputError(f"{path}: {kind} ({exc}); expected an HDF5 file with {expected}") from None
-
-
 def _dataset_names(f: h5py.File) -> list[str]:
     names = []
     f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
@@ -288,7 +275,7 @@ def open_image_array(path, dataset: str, item_shape, dtype, *, in_memory: bool =
     """
     path, dtype = Path(path), np.dtype(dtype)
     item_shape = tuple(int(d) for d in item_shape)
-    with _open_h5(path, _expectation(dataset, item_shape, dtype)) as f:
+    with open_hdf5(path, _expectation(dataset, item_shape, dtype)) as f:
         x = _checked_dataset(path, f, dataset, item_shape, dtype, what)
         shape, offset, file_dtype = tuple(x.shape), _contiguous_offset(x), x.dtype
         if in_memory:
@@ -343,7 +330,7 @@ def openimages_split_sizes(directory) -> dict[str, int]:
     sizes = {}
     for split in OPENIMAGES_SPLITS:
         path = openimages_split_path(directory, split)
-        with _open_h5(path, _expectation(OPENIMAGES_DATASET, OPENIMAGES_IMAGE_SHAPE, np.dtype(np.uint8))) as f:
+        with open_hdf5(path, _expectation(OPENIMAGES_DATASET, OPENIMAGES_IMAGE_SHAPE, np.dtype(np.uint8))) as f:
             x = _checked_dataset(path, f, OPENIMAGES_DATASET, OPENIMAGES_IMAGE_SHAPE, np.dtype(np.uint8),
                                  _bank_what(split))
             sizes[split] = int(x.shape[0])
