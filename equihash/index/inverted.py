@@ -73,7 +73,7 @@ from equihash.io import InputError, atomic_path, column_to_numpy, read_schema
 from equihash.progress import Progress, format_duration, logger
 
 from . import _core
-from .multiprobe import _check_logits, multiprobe_lookup
+from .multiprobe import Multiprobing
 
 FORMAT_NAME = "equihash-inverted-index"
 FORMAT_VERSION = 2
@@ -476,7 +476,7 @@ class _SpillPlan:
 
 
 # ----------------------------------------------------------------------------- the index
-class InvertedIndex:
+class InvertedIndex(Multiprobing):
     """Map each fingerprint to the increasing database positions holding it (THESIS.md 8).
 
     Build with :meth:`build` (codes in memory), :meth:`from_parquet` (a merged fingerprint
@@ -684,18 +684,6 @@ class InvertedIndex:
         start, length = _core.find_one(self.keys, self.directory, self._fingerprints_or_empty, self.offsets, code,
                                        self.prefix_bits, self.prefix, self.directory_bits)
         return self._plain_positions[start:start + length].copy()
-
-    def multiprobe(self, logits, L: int, *, threads: int | None = None):
-        """Multi-probing retrieval (THESIS.md 10) for logits (q, k): CSR ``(offsets, positions)``
-        of the union of the posting lists of each query's L most likely codes, increasing."""
-        return multiprobe_lookup(self, logits, L, threads=self.threads if threads is None else threads)
-
-    def multiprobe_one(self, logits, L: int) -> np.ndarray:
-        """Multi-probing retrieved set of one query's logits (k,): increasing positions."""
-        logits = np.asarray(logits)
-        if logits.ndim != 1:
-            raise InputError(f"logits: expected one query of shape ({8 * self.nbytes},), got {logits.shape}")
-        return multiprobe_lookup(self, _check_logits(logits), L, threads=1)[1]
 
     # ------------------------------------------------------------------ persistence
     def header(self) -> dict:

@@ -174,3 +174,21 @@ def multiprobe_lookup(index, logits, L: int, *, threads: int = 1):
     shifts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     offsets = np.concatenate([parts[0][0][:1]] + [o[1:] + s for (o, _), s in zip(parts, shifts)])
     return offsets, np.concatenate([positions for _, positions in parts])
+
+
+class Multiprobing:
+    """``multiprobe`` and ``multiprobe_one`` for an index class with ``nbytes``, ``threads``
+    and ``lookup(codes, threads=...)`` (InvertedIndex, PartitionedIndex): one place that
+    routes a query's probe codes through the index's own lookup."""
+
+    def multiprobe(self, logits, L: int, *, threads: int | None = None):
+        """Multi-probing retrieval (THESIS.md 10) for logits (q, k): CSR ``(offsets, positions)``
+        of the union of the posting lists of each query's L most likely codes, increasing."""
+        return multiprobe_lookup(self, logits, L, threads=self.threads if threads is None else threads)
+
+    def multiprobe_one(self, logits, L: int) -> np.ndarray:
+        """Multi-probing retrieved set of one query's logits (k,): increasing positions."""
+        logits = np.asarray(logits)
+        if logits.ndim != 1:
+            raise InputError(f"logits: expected one query of shape ({8 * self.nbytes},), got {logits.shape}")
+        return multiprobe_lookup(self, _check_logits(logits), L, threads=1)[1]

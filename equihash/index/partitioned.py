@@ -34,7 +34,7 @@ from equihash.progress import Progress
 
 from .inverted import (DEFAULT_MEMORY_BUDGET, MAX_PREFIX_BITS, InvertedIndex, _as_codes, one_code, _check_prefix,
                        _run_parallel, code_keys, default_threads)
-from .multiprobe import _check_logits, multiprobe_lookup
+from .multiprobe import Multiprobing
 
 FORMAT_NAME = "equihash-partitioned-index"
 FORMAT_VERSION = 1
@@ -46,7 +46,7 @@ def _partition_names(prefix_bits: int) -> list[str]:
     return [f"part-{v}" for v in range(2**prefix_bits)]
 
 
-class PartitionedIndex:
+class PartitionedIndex(Multiprobing):
     """2**p :class:`InvertedIndex` partitions by key prefix, queried as one index.
 
     ``lookup``, ``multiprobe`` and their single-query forms answer exactly as the single
@@ -173,16 +173,6 @@ class PartitionedIndex:
     def lookup_one(self, code) -> np.ndarray:
         """Posting list of one fingerprint: (B,) uint8 or bytes."""
         return self.lookup(one_code(code, self.nbytes), threads=1)[1]
-
-    def multiprobe(self, logits, L: int, *, threads: int | None = None):
-        """Multi-probing retrieval (THESIS.md 10), each probe code routed to its partition."""
-        return multiprobe_lookup(self, logits, L, threads=self.threads if threads is None else threads)
-
-    def multiprobe_one(self, logits, L: int) -> np.ndarray:
-        logits = np.asarray(logits)
-        if logits.ndim != 1:
-            raise InputError(f"logits: expected one query of shape ({8 * self.nbytes},), got {logits.shape}")
-        return multiprobe_lookup(self, _check_logits(logits), L, threads=1)[1]
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory) -> None:
