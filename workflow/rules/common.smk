@@ -4,6 +4,7 @@ from pathlib import Path
 import yaml
 
 from equihash.config import bank_request, check_config, load_variants
+from equihash.report.runs import configured_runs
 
 check_config(config)
 
@@ -67,16 +68,20 @@ def metrics_of(task, models, variants=("main",)):
     ]
 
 
+# The runs that `snakemake` evaluates: run_tasks x run_models x databases, variant main.
+RUNS = configured_runs(config)
+
+
+def run_metrics(runs=RUNS):
+    return [METRICS.format(task=r.task, model=r.model, variant=r.variant, db=r.database) for r in runs]
+
+
 def all_targets():
-    """What `snakemake` builds: metrics and training curves of each run task's run_models,
-    and a picture of the task's mosaics."""
-    targets = []
-    for task in config["run_tasks"]:
-        tc = config["tasks"][task]
-        targets.append(f"{R}/mosaics/{task}/examples.png")
-        targets += metrics_of(task, tc["run_models"])
-        targets += [f"{MODEL}/training_curves.png".format(task=task, model=m, variant="main") for m in tc["run_models"]]
-    return targets
+    """What `snakemake` builds: the metrics of RUNS, the training curves of their models and
+    a picture of each run task's mosaics (the report's files: report_targets)."""
+    models = dict.fromkeys((r.task, r.model) for r in RUNS)
+    return ([f"{R}/mosaics/{task}/examples.png" for task in config["run_tasks"]] + run_metrics()
+            + [f"{MODEL}/training_curves.png".format(task=task, model=model, variant="main") for task, model in models])
 
 
 # --------------------------------------------------------------------------- task data

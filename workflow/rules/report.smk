@@ -2,7 +2,6 @@
 # Every figure and table below is marked for the report: category = task, subcategory =
 # model / variant, labels = database and figure. README "Report" says how to build it.
 from equihash.report.ablation import variant_parameters
-from equihash.report.runs import configured_runs
 
 
 report: "../report/workflow.rst"
@@ -16,17 +15,11 @@ def run_labels(figure):
     return {"database": "{db}", "figure": figure}
 
 
-def summary_inputs():
-    """The metrics.json of every run that rule all evaluates."""
-    return [METRICS.format(task=r.task, model=r.model, variant=r.variant, db=r.database)
-            for r in configured_runs(config)]
-
-
 def report_targets():
     """What rule all builds for the report: the summary and each run's report figures."""
     return [f"{R}/summary.csv", f"{R}/summary.md", f"{R}/report/summary.html"] + [
         f"{RUN_REPORT}/{name}".format(task=r.task, model=r.model, variant=r.variant, db=r.database)
-        for r in configured_runs(config)
+        for r in RUNS
         for name in ("metrics.html", "hamming_histograms.png", "multiprobe.png")
     ]
 
@@ -85,7 +78,7 @@ rule report_run:
 
 rule summary:
     input:
-        summary_inputs(),
+        run_metrics(),
     output:
         csv=report(
             f"{R}/summary.csv",
