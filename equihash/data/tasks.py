@@ -76,11 +76,21 @@ def make_mosaic(task: str, images, *, noise_sigma: float | None = None, perlin=N
     raise InputError(f"{task}: no mosaic generator")
 
 
-def open_mosaic(task: str, bank, split: str, *, noise_sigma: float | None = None, perlin=None,
-                in_memory: bool = False):
-    """``make_mosaic`` over split ``split`` of the bank ``bank``."""
-    return make_mosaic(task, open_bank(task, bank, split, in_memory=in_memory), noise_sigma=noise_sigma,
-                       perlin=perlin, in_memory=in_memory)
+def open_mosaics(task: str, bank, splits, *, noise_sigma: float | None = None, perlin=None,
+                 in_memory: bool = False) -> list:
+    """``make_mosaic`` over each split of ``splits`` of the bank ``bank``; the Perlin file is
+    opened once for all of them (with ``in_memory`` it is read into memory once)."""
+    if isinstance(perlin, (str, Path)):
+        from equihash.data.openimages import read_perlin
+
+        perlin = read_perlin(perlin, in_memory=in_memory)
+    return [make_mosaic(task, open_bank(task, bank, split, in_memory=in_memory), noise_sigma=noise_sigma,
+                        perlin=perlin) for split in splits]
+
+
+def open_mosaic(task: str, bank, split: str, **noise):
+    """The mosaic generator of split ``split``: ``open_mosaics`` for one split."""
+    return open_mosaics(task, bank, [split], **noise)[0]
 
 
 def array_identity(images) -> str:

@@ -40,7 +40,7 @@ from equihash.config import config_sha256
 from equihash.data.keyed import KeyedRandom
 from equihash.codes import pack_codes
 from equihash.data.mosaic import distinct_labels
-from equihash.data.tasks import open_bank, make_mosaic
+from equihash.data.tasks import open_mosaics
 from equihash.io import InputError, atomic_path, write_table
 from equihash.nn import network_for_task
 from equihash.nn.cpu import keep_freed_memory
@@ -323,8 +323,8 @@ def train_model(*, task: str, model: str, bank, nbits: int, params: dict, checkp
     ``equihash.data.tasks.open_mosaic``; ``network``: options of the task's network
     (OpenImagesMosaic: ``{"depth": 18}``), recorded in the model file.
     """
-    mosaics = [make_mosaic(task, open_bank(task, bank, split, in_memory=in_memory), noise_sigma=noise_sigma,
-                           perlin=perlin, in_memory=in_memory) for split in ("train", "valid")]
+    mosaics = open_mosaics(task, bank, ("train", "valid"), noise_sigma=noise_sigma, perlin=perlin,
+                           in_memory=in_memory)
     task_params = {"noise_sigma": noise_sigma} if noise_sigma is not None else {}
     if network:
         task_params["network"] = dict(network)
