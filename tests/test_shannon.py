@@ -183,30 +183,37 @@ def test_gradient_ascends_the_entropy():
 
 # --------------------------------------------------------------------------- tuple cover
 @pytest.mark.parametrize("k, tuple_size", [(64, 3), (64, 4), (10, 3), (7, 4), (8, 2)])
-def test_tuple_families_cover_bits_and_pairs(k, tuple_size):
-    assert tuple_family(k, tuple_size, "all") is None
-    bits = tuple_family(k, tuple_size, "bits", seed=0).numpy()
-    pairs = tuple_family(k, tuple_size, "pairs", seed=0).numpy()
-    for family in (bits, pairs):
-        assert family.dtype == np.int64 and family.shape[1] == tuple_size
-        assert (np.diff(family, axis=1) > 0).all()  # ascending, distinct bits per tuple
-        assert len({tuple(row) for row in family.tolist()}) == len(family)  # distinct tuples
-    # "bits": every bit, in ceil(k / t) tuples, the minimum.
-    assert set(bits.ravel().tolist()) == set(range(k)) and len(bits) == -(-k // tuple_size)
-    # "pairs": every pair of bits lies in some tuple.
-    covered = np.zeros((k, k), dtype=bool)
-    for position in itertools.combinations(range(tuple_size), 2):
-        covered[pairs[:, position[0]], pairs[:, position[1]]] = True
-    assert covered[np.triu_indices(k, 1)].all()
-    # Fixed by (k, t, cover, seed); another seed, another family; never the evaluation's.
-    assert np.array_equal(tuple_family(k, tuple_size, "bits", seed=0).numpy(), bits)
-    assert not np.array_equal(tuple_family(k, tuple_size, "bits", seed=1).numpy(), bits)
-    if math.comb(k, tuple_size) > len(pairs):
-        assert not np.array_equal(pairs, subset_family(k, tuple_size, 0))
+def test_tuple_families_cover_every_subset_of_the_cover_size(k, tuple_size):
+    assert tuple_family(k, tuple_size) is None and tuple_family(k, tuple_size, tuple_size) is None
+    for cover in range(1, tuple_size):
+        family = tuple_family(k, tuple_size, cover, seed=0).numpy()
+        # One tuple per cover-subset (the thesis' construction): C(k, c) rows of t ascending bits.
+        assert family.dtype == np.int64 and family.shape == (math.comb(k, cover), tuple_size)
+        assert (np.diff(family, axis=1) > 0).all()
+        # Row r holds the r-th cover-subset in lexicographic order, completed at random.
+        for row, subset in zip(family.tolist(), itertools.combinations(range(k), cover)):
+            assert set(subset) <= set(row)
+        # Fixed by (k, t, cover, seed); another seed, another completion; never the evaluation's.
+        assert np.array_equal(tuple_family(k, tuple_size, cover, seed=0).numpy(), family)
+        if math.comb(k, tuple_size) > len(family):
+            assert not np.array_equal(tuple_family(k, tuple_size, cover, seed=1).numpy(), family)
+        if cover == 2:
+            assert not np.array_equal(family, subset_family(k, tuple_size, 0))
+    with pytest.raises(ValueError, match="cover_size"):
+        tuple_family(k, tuple_size, tuple_size + 1)
+    with pytest.raises(ValueError, match="cover_size"):
+        tuple_family(k, tuple_size, 0)
 
 
-@pytest.mark.parametrize("cover", ["bits", "pairs"])
-@pytest.mark.parametrize("tuple_size", [2, 3, 4])
+def test_the_shquad_family_has_one_tuple_per_triple():
+    # SHQuad: 4-tuples covering every triple of the 64 bits, C(64, 3) = 41664 of them.
+    family = tuple_family(64, 4, 3, seed=0).numpy()
+    assert family.shape == (41664, 4)
+    covered = {triple for row in family.tolist() for triple in itertools.combinations(row, 3)}
+    assert covered >= set(itertools.combinations(range(64), 3))
+
+
+@pytest.mark.parametrize("cover, tuple_size", [(1, 2), (1, 3), (2, 3), (1, 4), (2, 4), (3, 4)])
 def test_cover_gradient_matches_autograd_over_exactly_its_tuples(cover, tuple_size):
     k = 9
     family = tuple_family(k, tuple_size, cover, seed=tuple_size)
@@ -217,8 +224,9 @@ def test_cover_gradient_matches_autograd_over_exactly_its_tuples(cover, tuple_si
     (-expected_entropy).backward()
     torch.testing.assert_close(grad, leaf.grad, rtol=1e-10, atol=1e-13)
     assert entropy.item() == pytest.approx(expected_entropy.item(), rel=1e-12)
-    # The reference itself sums exactly the family's tuples: the literal loop agrees.
-    literal_grad, literal_entropy = literal_gradient(z.numpy(), tuple_size, tuples=family.tolist())
+    # The reference itself sums exactly the family's distinct tuples: the literal loop agrees.
+    literal_grad, literal_entropy = literal_gradient(z.numpy(), tuple_size,
+                                                     tuples=sorted(set(map(tuple, family.tolist()))))
     np.testing.assert_allclose(grad.numpy(), literal_grad, rtol=1e-10, atol=1e-14)
     assert entropy.item() == pytest.approx(literal_entropy, rel=1e-12)
 
@@ -245,7 +253,7 @@ def test_the_all_family_and_reordered_families_give_the_same_result():
     explicit, entropy_explicit = shannon_gradient(z, 3, tuples=every.flip(1)[torch.randperm(len(every))])
     torch.testing.assert_close(explicit, implicit, rtol=1e-12, atol=1e-15)
     assert entropy_explicit.item() == pytest.approx(entropy.item(), rel=1e-13)
-    family = tuple_family(8, 3, "pairs", seed=1)
+    family = tuple_family(8, 3, 2, seed=1)
     once = shannon_gradient(z, 3, "pseudo-smooth", tuples=family)
     twice = shannon_gradient(z, 3, "pseudo-smooth", tuples=torch.cat([family, family.flip(0)]))
     assert torch.equal(once[0], twice[0]) and torch.equal(once[1], twice[1])  # a set of tuples
@@ -271,10 +279,10 @@ def test_bad_tuples_are_rejected(tuples, message):
 
 
 def test_bad_tuple_family_settings_are_rejected():
-    with pytest.raises(ValueError, match="tuples"):
-        tuple_family(8, 3, "triples")
+    with pytest.raises(ValueError, match="cover_size"):
+        tuple_family(8, 3, 4)
     with pytest.raises(ValueError, match="tuple_size"):
-        tuple_family(8, 9, "bits")
+        tuple_family(8, 9, 1)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from equihash.train.shannon_hamming import (
 )
 
 
-RNG = np.random.default_rng(0)  # unused by ShannonHamming, part of the objective interface
+RNG = np.random.default_rng(0)  # draws the step permutation of shuffle_bits only
 
 
 def pair_logits(n, k, scale=2.0, seed=0):
@@ -102,7 +102,7 @@ def test_logits_gradient_matches_autograd_of_the_objective(tuple_size):
     loss = (
         0.8 * hamming_loss(leaf)
         - 0.3 * entropy_of_tuples(leaf.reshape(2 * n, k), tuple_size)
-        + huber_penalty(leaf, 0.5, 4.0).sum() / n
+        + huber_penalty(leaf, 0.5, 4.0).sum() / (2 * n)
     )
     loss.backward()
     grad, stats = objective.logits_gradient(z, step=0, rng=RNG)
@@ -124,6 +124,42 @@ def test_logits_gradient_matches_autograd_of_the_objective(tuple_size):
     for key, term in alone.items():
         norm = term.logits_gradient(z, step=0, rng=RNG)[0].norm().item()
         assert stats[key] == pytest.approx(norm, rel=1e-12)
+
+
+def test_huber_term_is_averaged_over_the_instances_by_hand():
+    # One pair (n = 1, 2 instances) of one bit, Hamming and Shannon terms off, slope 0.9,
+    # knee 9: logit 3 lies inside the knee (d/dx c x^2 = m x / K = 0.9 * 3 / 9 = 0.3),
+    # logit -12 outside (m sign(x) = -0.9); averaged over the 2n = 2 instances: 0.15, -0.45.
+    objective = ShannonHamming(2, hamming_weight=0.0, shannon_weight=0.0, tuple_size=2, huber_slope=0.9)
+    z = torch.tensor([[[3.0, 0.0], [-12.0, 0.0]]], dtype=torch.float64)
+    grad, stats = objective.logits_gradient(z, step=0, rng=RNG)
+    torch.testing.assert_close(grad, torch.tensor([[[0.15, 0.0], [-0.45, 0.0]]], dtype=torch.float64))
+    # penalty: c = m / 2K = 0.05; 0.05 * 9 = 0.45 inside; 0.9 * 12 + (0.05 * 81 - 0.9 * 9) = 6.75
+    # outside; (0.45 + 6.75) / 2 instances = 3.6.
+    assert stats["loss"] == pytest.approx(3.6)
+
+
+def test_shuffled_bits_relabel_the_cover_at_every_step():
+    n, k = 6, 8
+    objective = ShannonHamming(k, tuple_size=4, cover_size=3, shuffle_bits=True, tuple_seed=1)
+    z = pair_logits(n, k, seed=3)
+    for step in (0, 1):
+        rng = np.random.default_rng(step)
+        relabel = torch.from_numpy(np.random.default_rng(step).permutation(k))
+        family = relabel[tuple_family(k, 4, 3, 1)]
+        assert torch.equal(objective.step_tuples(np.random.default_rng(step)), family)
+        leaf = z.clone().requires_grad_(True)
+        loss = hamming_loss(leaf) - 0.01 * entropy_of_tuples(leaf.reshape(2 * n, k), 4, family)
+        loss.backward()
+        grad, _ = objective.logits_gradient(z, step=step, rng=rng)
+        torch.testing.assert_close(grad, leaf.grad, rtol=1e-10, atol=1e-13)
+    # Two steps, two permutations: two different families.
+    first, second = (objective.step_tuples(np.random.default_rng(s)) for s in (0, 1))
+    assert not torch.equal(torch.unique(first.sort(1).values, dim=0), torch.unique(second.sort(1).values, dim=0))
+    # Without shuffling, or over all tuples, the family is the same at every step.
+    fixed = ShannonHamming(k, tuple_size=4, cover_size=3, tuple_seed=1)
+    assert fixed.step_tuples(np.random.default_rng(0)) is fixed.tuple_family
+    assert ShannonHamming(k, shuffle_bits=True).step_tuples(np.random.default_rng(0)) is None
 
 
 def test_known_stats_at_zero_logits():
@@ -157,11 +193,11 @@ def test_pseudo_smooth_objective_composes_its_terms():
     torch.testing.assert_close(weights.grad, expected)
 
 
-@pytest.mark.parametrize("tuples", ["bits", "pairs"])
-def test_tuple_cover_objective_matches_autograd(tuples):
+@pytest.mark.parametrize("cover", [1, 2])
+def test_tuple_cover_objective_matches_autograd(cover):
     n, k = 10, 9
-    objective = ShannonHamming(k, shannon_weight=0.3, tuples=tuples, tuple_seed=5)
-    family = tuple_family(k, 3, tuples, 5)
+    objective = ShannonHamming(k, shannon_weight=0.3, cover_size=cover, tuple_seed=5)
+    family = tuple_family(k, 3, cover, 5)
     assert torch.equal(objective.tuple_family, family)
     z = pair_logits(n, k, seed=8)
     leaf = z.clone().requires_grad_(True)
@@ -170,9 +206,9 @@ def test_tuple_cover_objective_matches_autograd(tuples):
     grad, stats = objective.logits_gradient(z, step=0, rng=RNG)
     torch.testing.assert_close(grad, leaf.grad, rtol=1e-10, atol=1e-13)
     assert stats["loss"] == pytest.approx(loss.item(), rel=1e-12)
-    # Zero logits: every tuple of the family is uniform, entropy = F * 3 bits.
+    # Zero logits: every distinct tuple of the family is uniform, entropy = F * 3 bits.
     _, uniform = objective.logits_gradient(torch.zeros(n, 2, k), step=0, rng=RNG)
-    assert uniform["entropy"] == pytest.approx(len(family) * 3, rel=1e-6)
+    assert uniform["entropy"] == pytest.approx(len(torch.unique(family, dim=0)) * 3, rel=1e-6)
 
 
 def test_module_interface_and_defaults():
@@ -182,13 +218,14 @@ def test_module_interface_and_defaults():
     assert objective.tuple_family is None
     signature = inspect.signature(ShannonHamming).parameters
     assert ShannonHamming.DEFAULTS == {name: p.default for name, p in signature.items() if name != "nbits"}
-    assert "shannon_weight=0.01" in repr(objective) and "tuples='all'" in repr(objective)
+    assert "shannon_weight=0.01" in repr(objective) and "cover_size=None" in repr(objective)
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"tuples": "triples"}, "tuples"),
+        ({"cover_size": 4}, "cover_size"),
+        ({"cover_size": 0}, "cover_size"),
         ({"tuple_seed": -1}, "tuple_seed"),
         ({"tuple_size": 7}, "tuple_size"),
         ({"gradient": "smooth"}, "gradient"),

@@ -13,8 +13,8 @@ PARAMS = {
     "seed": 0, "steps": 4, "batch_size": 4, "batches_per_step": 2, "learning_rate": 1e-3,
     "clip_value": 10.0, "recompute_forward": False, "device": "cpu", "bf16": False, "deterministic": True,
     "eval_every": 2, "eval_size": 16, "checkpoint_every": 2,
-    "objective": {"hamming_weight": 1.0, "shannon_weight": 0.01, "tuple_size": 3, "tuples": "all",
-                  "gradient": "normal", "prior": 1.0, "huber_slope": 0.0, "huber_knee": 9.0, "saturation": 9.0},
+    "objective": {"hamming_weight": 1.0, "shannon_weight": 0.01, "tuple_size": 3, "cover_size": None,
+                  "shuffle_bits": False, "gradient": "normal", "prior": 1.0, "huber_slope": 0.0, "huber_knee": 9.0, "saturation": 9.0},
 }
 BANK = np.random.default_rng(0).integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
 TRAIN, VALID = MnistMosaic(BANK, sigma=0.2), MnistMosaic(BANK[:20], sigma=0.2)
@@ -111,8 +111,8 @@ def test_unknown_model_and_bad_model_file(tmp_path):
 OBJECTIVE_PARAMS = {
     "HashNet": {"alpha": 0.15, "beta_init": 1.0, "beta_gamma": 0.0005, "beta_power": 0.5, "beta_step_size": 200},
     "JMLH": {"num_classes": 50, "kl_weight": 0.1},
-    "HashNetShannon": {"alpha": 0.05, "shannon_weight": 0.0001, "tuple_size": 3, "tuples": "all",
-                       "gradient": "normal", "prior": 1.0, "beta_init": 1.0, "beta_gamma": 0.0005,
+    "HashNetShannon": {"alpha": 0.05, "shannon_weight": 0.0001, "tuple_size": 3, "cover_size": None,
+                       "shuffle_bits": False, "gradient": "normal", "prior": 1.0, "beta_init": 1.0, "beta_gamma": 0.0005,
                        "beta_power": 0.5, "beta_step_size": 200},
 }
 
@@ -125,7 +125,7 @@ def baseline(model, checkpoint_dir):
 
 def test_each_objective_gets_its_kind_of_data(tmp_path):
     x, targets = baseline("HashNet", tmp_path).step_data(0)
-    assert x.shape == (8, 2, 56, 56) and targets["similar"].tolist() == [1.0] * 4 + [0.0] * 4
+    assert x.shape == (8, 2, 56, 56) and targets["similar"].tolist() == [1.0] * 2 + [0.0] * 2 + [1.0] * 2 + [0.0] * 2
     x, targets = baseline("JMLH", tmp_path).step_data(0)
     assert x.shape == (8, 56, 56) and 0 <= int(targets["classes"].min()) and int(targets["classes"].max()) < 50
     x, targets = baseline("HashNetShannon", tmp_path).step_data(0)
@@ -133,6 +133,53 @@ def test_each_objective_gets_its_kind_of_data(tmp_path):
     jmlh = baseline("JMLH", tmp_path)
     # a class is one fixed training label: the same class gives the same clean mosaic
     assert len({tuple(row) for row in jmlh.classes.tolist()}) == 50
+
+
+def labels_of_step(trainer, step):
+    """The two labels of every row of a step, recorded from the trainer's own draws."""
+    seen = []
+    original = trainer.train_mosaic.noisy
+
+    def record(labels, rng, idx, sub=0):
+        seen.append(np.array(labels))
+        return original(labels, rng, idx, sub=sub)
+
+    trainer.train_mosaic.noisy = record
+    try:
+        trainer.step_data(step)
+    finally:
+        del trainer.train_mosaic.noisy
+    return seen
+
+
+@pytest.mark.parametrize("batch_size, batches", [(4, 2), (6, 3), (5, 2)])
+def test_every_mixed_pair_batch_is_half_positive(tmp_path, batch_size, batches):
+    hashnet = Trainer(task="MnistMosaic", model="HashNet", train_mosaic=TRAIN, valid_mosaic=VALID, nbits=16,
+                      task_params=NOISE, checkpoint_dir=tmp_path,
+                      params={**PARAMS, "batch_size": batch_size, "batches_per_step": batches,
+                              "objective": OBJECTIVE_PARAMS["HashNet"]})
+    for step in (0, 7):
+        first, second = labels_of_step(hashnet, step)
+        similar = hashnet.step_data(step)[1]["similar"].numpy()
+        same = (first == second).all(axis=1)
+        assert np.array_equal(same, similar == 1)  # positive rows: one label; negative: two
+        for batch in similar.reshape(batches, batch_size):  # the rows of each batch of the step
+            assert batch.sum() == (batch_size + 1) // 2
+
+
+def test_jmlh_classes_are_distinct_labels(tmp_path):
+    # 5 training images, 4 cells: 5 * 4 * 3 * 2 = 120 labels of distinct ids; 120 classes
+    # take every one of them once (uniform draws alone would repeat some).
+    small = MnistMosaic(BANK[:5], sigma=0.2)
+    params = {**PARAMS, "objective": {"num_classes": 120, "kl_weight": 0.1}}
+    jmlh = Trainer(task="MnistMosaic", model="JMLH", train_mosaic=small, valid_mosaic=VALID, nbits=16,
+                   task_params=NOISE, params=params, checkpoint_dir=tmp_path)
+    assert len({tuple(row) for row in jmlh.classes.tolist()}) == 120
+    assert all(len(set(row)) == 4 for row in jmlh.classes.tolist())
+    with pytest.raises(InputError, match="num_classes: 121 classes asked, a train split of 5 images has only 120"):
+        Trainer(task="MnistMosaic", model="JMLH", train_mosaic=small, valid_mosaic=VALID, nbits=16,
+                task_params=NOISE, params={**params, "objective": {"num_classes": 121, "kl_weight": 0.1}},
+                checkpoint_dir=tmp_path)
 
 
 @pytest.mark.parametrize("model", ["HashNet", "JMLH", "HashNetShannon"])
@@ -152,3 +199,17 @@ def test_cuda_without_a_gpu_is_named(tmp_path):
         pytest.skip("a GPU is present")
     with pytest.raises(InputError, match="device: the configuration asks for cuda"):
         trainer(tmp_path, device="cuda")
+
+
+def test_thesis_models_pseudosh_and_shquad_train_the_shannon_hamming_objective(tmp_path):
+    from equihash.train.shannon_hamming import ShannonHamming
+
+    shquad = {**PARAMS["objective"], "shannon_weight": 0.01, "tuple_size": 4, "cover_size": 3, "shuffle_bits": True}
+    pseudo = {**PARAMS["objective"], "gradient": "pseudo-smooth"}
+    for model, objective in (("SHQuad", shquad), ("PseudoSH", pseudo)):
+        run = Trainer(task="MnistMosaic", model=model, train_mosaic=TRAIN, valid_mosaic=VALID, nbits=16,
+                      task_params=NOISE, params={**PARAMS, "objective": objective}, checkpoint_dir=tmp_path / model)
+        assert type(run.objective) is ShannonHamming and run.resolved["model"] == model
+        run.run(stop_after=1)
+        assert run.step == 1
+    assert run.objective.gradient == "pseudo-smooth"

@@ -28,7 +28,7 @@ class HashNetShannon(PairShannonObjective):
         shannon_weight: lambda_S (0.0001 in this ablation).
         beta_init, beta_gamma, beta_power, beta_step_size: HashNet's
             :class:`~equihash.train.hashnet.BetaSchedule` (driven by the optimiser step).
-        tuple_size, tuples, tuple_seed, gradient, prior, huber_slope, huber_knee,
+        tuple_size, cover_size, shuffle_bits, tuple_seed, gradient, prior, huber_slope, huber_knee,
         saturation: as for :class:`~equihash.train.shannon_hamming.ShannonHamming`.
 
     Stats: ``loss``, ``loss_hashnet`` (the HashNet term, nats per pair), ``beta``,
@@ -50,7 +50,8 @@ class HashNetShannon(PairShannonObjective):
         beta_power: float = 0.5,
         beta_step_size: int = 200,
         tuple_size: int = 3,
-        tuples: str = "all",
+        cover_size: int | None = None,
+        shuffle_bits: bool = False,
         tuple_seed: int = 0,
         gradient: str = "normal",
         prior: float = 1.0,
@@ -64,7 +65,8 @@ class HashNetShannon(PairShannonObjective):
             nbits,
             shannon_weight=shannon_weight,
             tuple_size=tuple_size,
-            tuples=tuples,
+            cover_size=cover_size,
+            shuffle_bits=shuffle_bits,
             tuple_seed=tuple_seed,
             gradient=gradient,
             prior=prior,

@@ -16,10 +16,14 @@ BatchNorm running statistics are then updated twice per step as in the thesis co
 the default keeps the graphs of the first pass, which saves a third of the work.
 
 Objectives (one module each) say which data they train on (``objective.data``):
-``positive_pairs`` (two instances of one label per row), ``mixed_pairs`` (the first half
-of the rows positive pairs, the second half pairs of distinct labels, with ``similar``
-1/0) or ``classes`` (one instance of one of ``num_classes`` fixed training labels per
-row); each returns the gradient of its loss with respect to the logits of the step.
+``positive_pairs`` (two instances of one label per row), ``mixed_pairs`` (in every batch,
+the first half of the rows positive pairs and the second half pairs of distinct labels,
+with ``similar`` 1/0) or ``classes`` (one instance of one of ``num_classes`` fixed,
+pairwise distinct training labels per row); each returns the gradient of its loss with
+respect to the logits of the step.
+
+A model is named as in the thesis; :data:`MODEL_OBJECTIVES` gives each name its objective
+(PseudoSH and SHQuad are ShannonHamming with other objective settings).
 
 Device: ``device: auto`` trains on CUDA when it is present, else on the CPU; ``bf16``
 runs the network under bfloat16 autocast on CUDA; ``deterministic`` asks torch for
@@ -28,6 +32,7 @@ deterministic kernels. Instances are always generated on the CPU with keyed nois
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -53,6 +58,8 @@ from equihash.train.shannon_hamming import ShannonHamming
 
 CHECKPOINT_FORMAT = 1
 OBJECTIVES = {"ShannonHamming": ShannonHamming, "HashNet": HashNet, "JMLH": JMLH, "HashNetShannon": HashNetShannon}
+#: The thesis' models and the objective each trains with (its settings: the model block).
+MODEL_OBJECTIVES = {**OBJECTIVES, "PseudoSH": ShannonHamming, "SHQuad": ShannonHamming}
 
 
 def resolve_device(requested: str, *, deterministic: bool = False) -> torch.device:
@@ -69,6 +76,22 @@ def resolve_device(requested: str, *, deterministic: bool = False) -> torch.devi
             torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
     return torch.device(requested)
+
+
+def class_labels(generator: np.random.Generator, n: int, bank_size: int, cells: int) -> np.ndarray:
+    """``n`` pairwise distinct labels of ``cells`` distinct ids each: the JMLH classes.
+    Repeated labels are redrawn until none is left (draws from ``generator`` only)."""
+    possible = math.perm(bank_size, cells)
+    if n > possible:
+        raise InputError(f"objective.num_classes: {n} classes asked, a train split of {bank_size} images "
+                         f"has only {possible} labels of {cells} distinct images")
+    labels = distinct_labels(generator, n, bank_size, cells)
+    while True:
+        _, first = np.unique(labels, axis=0, return_index=True)
+        repeated = np.setdiff1d(np.arange(n), first)
+        if repeated.size == 0:
+            return labels
+        labels[repeated] = distinct_labels(generator, repeated.size, bank_size, cells)
 
 
 class EvalSet:
@@ -110,8 +133,8 @@ class Trainer:
                  checkpoint_dir, task_params: dict | None = None):
         """``task_params``: what the model file records of the task besides ``nbits``
         (``noise_sigma`` for MnistMosaic, ``network`` options for OpenImagesMosaic)."""
-        if model not in OBJECTIVES:
-            raise InputError(f"unknown model '{model}'; known models: {', '.join(sorted(OBJECTIVES))}")
+        if model not in MODEL_OBJECTIVES:
+            raise InputError(f"unknown model '{model}'; known models: {', '.join(sorted(MODEL_OBJECTIVES))}")
         self.task, self.model, self.nbits, self.params = task, model, nbits, params
         self.resolved = {"task": task, "model": model, "nbits": nbits, **(task_params or {}), **params}
         self.hash = config_sha256(self.resolved)
@@ -128,12 +151,12 @@ class Trainer:
         torch.manual_seed(self.seed)
         self.net = network_for_task(task, nbits, **self.resolved.get("network", {}))
         self.net = self.net.to(self.device, memory_format=torch.channels_last)
-        self.objective = OBJECTIVES[model](nbits, **params["objective"]).to(self.device)
+        self.objective = MODEL_OBJECTIVES[model](nbits, **params["objective"]).to(self.device)
         self.classes = None
         if self.objective.data == "classes":
-            self.classes = distinct_labels(KeyedRandom(self.seed, "train", "classes").at(0),
-                                           params["objective"]["num_classes"], self.train_mosaic.bank_size,
-                                           self.train_mosaic.cells)
+            self.classes = class_labels(KeyedRandom(self.seed, "train", "classes").at(0),
+                                        params["objective"]["num_classes"], self.train_mosaic.bank_size,
+                                        self.train_mosaic.cells)
         self.optimizer = torch.optim.Adam([*self.net.parameters(), *self.objective.parameters()],
                                           lr=params["learning_rate"])
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -150,6 +173,9 @@ class Trainer:
         Pairs: (rows, 2, H, W) with ``similar`` for mixed pairs; classes: (rows, H, W) with
         ``classes``. Row r of step s is noisy instance ``s * rows + r`` of the noise stream
         (sub-item = the member of the pair), so every step is reproducible on its own.
+        Mixed pairs: in each batch of ``batch_size`` rows the first ``ceil(batch_size / 2)``
+        are positive, the others negative, so that every batch (and its BatchNorm
+        statistics) is half positive as in the thesis.
         """
         n, mosaic = self.rows_per_step, self.train_mosaic
         gen = self.labels_rng.at(step)
@@ -163,13 +189,15 @@ class Trainer:
         second = first.copy()
         targets = {}
         if data == "mixed_pairs":
-            half = n // 2
-            second[half:] = distinct_labels(gen, n - half, mosaic.bank_size, mosaic.cells)
-            same = half + np.flatnonzero((second[half:] == first[half:]).all(axis=1))
+            size = self.params["batch_size"]
+            similar = np.arange(n) % size < (size + 1) // 2
+            negative = np.flatnonzero(~similar)
+            second[negative] = distinct_labels(gen, negative.size, mosaic.bank_size, mosaic.cells)
+            same = negative[(second[negative] == first[negative]).all(axis=1)]
             while same.size:
                 second[same] = distinct_labels(gen, same.size, mosaic.bank_size, mosaic.cells)
                 same = same[(second[same] == first[same]).all(axis=1)]
-            targets["similar"] = torch.from_numpy((np.arange(n) < half).astype(np.float32))
+            targets["similar"] = torch.from_numpy(similar.astype(np.float32))
         views = [mosaic.noisy(labels, self.noise_rng, idx, sub=v) for v, labels in enumerate((first, second))]
         return torch.from_numpy(np.stack(views, axis=1)), targets
 

@@ -33,9 +33,9 @@ full-tuple configuration counts with a prior, ``p = (count + prior) / (N + prior
 so ``l = log(count(i=1, c_S) + prior) - log(count(i=0, c_S) + prior)``; the soft factor
 ``P_j(S = c_S)`` and ``sigmoid'(z_ji)`` are kept.
 
-*Tuple cover* (the ablation of THESIS.md 6.5): instead of all ``C(k, t)`` tuples the
-Shannon term may sum over a fixed family of tuples (:func:`tuple_family`) that covers
-every bit or every pair of bits. The contraction then runs over the sub-tuples ``S`` that
+*Tuple cover* (the ablation of the thesis, section 6.5): instead of all ``C(k, t)`` tuples
+the Shannon term may sum over a random family of tuples (:func:`tuple_family`) that covers
+every bit, every pair or every triple of bits (``cover_size`` 1, 2, 3). The contraction then runs over the sub-tuples ``S`` that
 occur in the family only, and ``L[i, S]`` is zeroed unless ``S + {i}`` is a tuple of the
 family (the same mask that removes ``i in S`` for all tuples); the entropy is summed over
 the family's tuples.
@@ -45,17 +45,12 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from equihash.data.keyed import KeyedRandom
-from equihash.train.evaluation import subset_family
+from equihash.train.evaluation import covering_family
 
 GRADIENTS = ("normal", "pseudo-smooth")
-
-#: Tuple families of the Shannon term: every tuple, or a random cover (:func:`tuple_family`).
-TUPLE_COVERS = ("all", "bits", "pairs")
 
 #: Elements of one chunk of ``Q`` (instances x sub-tuple configurations): 2**21 float32
 #: elements = 8 MiB, which stays in cache. Measured on a 2-core AMD EPYC for k=64,
@@ -107,40 +102,26 @@ def _check_logits(z: Tensor, tuple_size: int) -> None:
         )
 
 
-def tuple_family(k: int, tuple_size: int, cover: str = "all", seed: int = 0) -> Tensor | None:
-    """The bit tuples of the Shannon term: ``None`` for ``cover="all"`` (every
-    ``tuple_size``-subset of the k bits, the thesis default), else a fixed random family,
-    an int64 tensor ``(F, tuple_size)`` with ascending bit indices in each row:
+def tuple_family(k: int, tuple_size: int, cover_size: int | None = None, seed: int = 0) -> Tensor | None:
+    """The bit tuples of the Shannon term: ``None`` for every ``tuple_size``-subset of the
+    k bits (``cover_size`` None or equal to ``tuple_size``, the thesis default), else the
+    thesis' random cover, an int64 tensor ``(C(k, cover_size), tuple_size)``: every
+    ``cover_size``-subset of the bits completed with random other bits
+    (:func:`equihash.train.evaluation.covering_family` on the stream ``"tuple_cover"``,
+    independent of the family the training-time evaluation measures). The thesis' SHQuad
+    model takes 4-tuples covering every triple (``cover_size`` 3).
 
-    - ``"bits"``: every bit lies in at least one tuple, with ``F = ceil(k / t)`` tuples: a
-      random permutation of the bits cut into consecutive groups of ``t``; when ``t`` does
-      not divide ``k`` the last group is completed with random other bits. Randomness:
-      ``KeyedRandom(seed, "train", f"tuple_cover_bits_{t}")``, item 0.
-    - ``"pairs"``: every pair of bits lies in at least one tuple: the greedy covering design
-      :func:`equihash.train.evaluation.subset_family` on its own stream
-      ``"tuple_cover_pairs"`` (so it is never the family the training-time evaluation
-      measures its worst entropies on, whatever the seeds).
-
-    The family depends only on ``(k, tuple_size, cover, seed)``.
+    The family depends only on ``(k, tuple_size, cover_size, seed)``.
     """
     k, t = int(k), int(tuple_size)
-    if cover not in TUPLE_COVERS:
-        raise ValueError(f"tuples: expected one of {TUPLE_COVERS}, got {cover!r}")
     if not 2 <= t <= k:
         raise ValueError(f"tuple_size: expected an integer in [2, k={k}], got {tuple_size}")
-    if cover == "all":
+    cover = t if cover_size is None else int(cover_size)
+    if not 1 <= cover <= t:
+        raise ValueError(f"cover_size: expected an integer in [1, tuple_size={t}], got {cover_size}")
+    if cover == t:
         return None
-    if cover == "pairs":
-        return torch.from_numpy(subset_family(k, t, seed, stream="tuple_cover_pairs"))
-    rng = KeyedRandom(seed, "train", f"tuple_cover_bits_{t}").at(0)
-    order = rng.permutation(k)
-    short = -k % t  # bits missing from the last group
-    if short:
-        last = order[k - (t - short):]
-        filler = rng.choice(np.setdiff1d(order, last), size=short, replace=False)
-        order = np.concatenate([order, filler])
-    family = np.sort(order.reshape(-1, t), axis=1)
-    return torch.from_numpy(family.astype(np.int64))
+    return torch.from_numpy(covering_family(k, t, cover, seed, stream="tuple_cover"))
 
 
 def _check_tuples(tuples, k: int, tuple_size: int) -> Tensor:

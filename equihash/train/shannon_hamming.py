@@ -5,11 +5,12 @@ positive pairs (two noisy instances of one label), k bits. The objective is
 
     hamming_weight * hamming_loss(z)                    (Hamming term, minimised)
   - shannon_weight * sum_T H_T(z.reshape(2n, k))        (Shannon term, maximised)
-  + 1/n * sum over all logits of huber_penalty(z)       (Huber penalty, off by default)
+  + 1/(2n) * sum over all logits of huber_penalty(z)    (Huber penalty, off by default)
 
 and :meth:`ShannonHamming.logits_gradient` returns its gradient with respect to ``z``.
 The tuples T are all ``tuple_size``-subsets of the bits, or a random family covering
-every bit or every pair of bits (``tuples``, see :func:`equihash.train.shannon.tuple_family`).
+every ``cover_size``-subset of the bits (see :func:`equihash.train.shannon.tuple_family`),
+whose bits may be relabelled by a fresh random permutation at every step (``shuffle_bits``).
 :class:`PairShannonObjective` holds everything but the pair term, which it shares with
 the HashNetShannon ablation (:mod:`equihash.train.hashnet_shannon`).
 The training loop computes ``z`` for every batch of the step without gradient, calls
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from equihash.train.shannon import GRADIENTS, TUPLE_COVERS, shannon_gradient, tuple_family
+from equihash.train.shannon import GRADIENTS, shannon_gradient, tuple_family
 from equihash.train import keyword_defaults
 
 
@@ -119,17 +120,21 @@ class PairShannonObjective(torch.nn.Module, abc.ABC):
         nbits: k, the number of bits (logits per instance).
         shannon_weight: lambda_S, weight of the Shannon term.
         tuple_size: size t of the bit tuples T of the Shannon term.
-        tuples: ``"all"`` (every t-subset of the bits), ``"bits"`` or ``"pairs"`` (a fixed
-            random family of t-subsets covering every bit / every pair of bits).
-        tuple_seed: seed of the random family (``"bits"``/``"pairs"`` only).
+        cover_size: None (every t-subset of the bits) or c in [1, t]: a random family of
+            t-subsets covering every c-subset of the bits (c = t: every t-subset).
+        shuffle_bits: relabel the family's bits by a random permutation at every step
+            (drawn from the step's keyed generator), so that over the steps every tuple
+            is visited; no effect when every t-subset is summed over.
+        tuple_seed: seed of the random family (a cover only).
         gradient: ``"normal"`` (exact Shannon gradient) or ``"pseudo-smooth"``.
         prior: pseudo-count of the pseudo-smooth configuration counts.
         huber_slope: maximum slope m of the Huber penalty (0: off).
         huber_knee: branching point K of the Huber penalty (9).
         saturation: a logit counts as saturated when ``|z| > saturation`` (logged).
 
-    The Huber penalty is summed over all 2nk logits and divided by the number of pairs n,
-    like the pair terms, which are sums over bits averaged over pairs.
+    The Huber penalty is summed over all 2nk logits and divided by the number of
+    instances 2n (the thesis averages it over instances), while the pair terms are sums
+    over bits averaged over the n pairs.
     """
 
     #: The training data this objective consumes: logits (n, 2, k) of positive pairs.
@@ -143,7 +148,8 @@ class PairShannonObjective(torch.nn.Module, abc.ABC):
         *,
         shannon_weight: float,
         tuple_size: int,
-        tuples: str,
+        cover_size: int | None,
+        shuffle_bits: bool,
         tuple_seed: int,
         gradient: str,
         prior: float,
@@ -160,8 +166,8 @@ class PairShannonObjective(torch.nn.Module, abc.ABC):
             raise ValueError(f"nbits: expected an integer >= 2, got {nbits}")
         if not int(tuple_size) == tuple_size or not 2 <= tuple_size <= nbits:
             raise ValueError(f"tuple_size: expected an integer in [2, nbits={nbits}], got {tuple_size}")
-        if tuples not in TUPLE_COVERS:
-            raise ValueError(f"tuples: expected one of {TUPLE_COVERS}, got {tuples!r}")
+        if cover_size is not None and (not int(cover_size) == cover_size or not 1 <= cover_size <= tuple_size):
+            raise ValueError(f"cover_size: expected null or an integer in [1, tuple_size={tuple_size}], got {cover_size}")
         if not int(tuple_seed) == tuple_seed or tuple_seed < 0:
             raise ValueError(f"tuple_seed: expected an integer >= 0, got {tuple_seed}")
         if not shannon_weight >= 0:
@@ -172,7 +178,8 @@ class PairShannonObjective(torch.nn.Module, abc.ABC):
         self.nbits = int(nbits)
         self.shannon_weight = float(shannon_weight)
         self.tuple_size = int(tuple_size)
-        self.tuples = tuples
+        self.cover_size = None if cover_size is None or cover_size == tuple_size else int(cover_size)
+        self.shuffle_bits = bool(shuffle_bits)
         self.tuple_seed = int(tuple_seed)
         self.gradient = gradient
         self.prior = float(prior)
@@ -181,13 +188,21 @@ class PairShannonObjective(torch.nn.Module, abc.ABC):
         self.saturation = float(saturation)
         # (F, t) tuple family, or None for all tuples; a buffer so that .to(device) moves it,
         # not persistent because it is a function of the settings.
-        family = tuple_family(self.nbits, self.tuple_size, tuples, self.tuple_seed)
+        family = tuple_family(self.nbits, self.tuple_size, self.cover_size, self.tuple_seed)
         self.register_buffer("tuple_family", family, persistent=False)
 
     def extra_repr(self) -> str:
         return ", ".join(
             f"{key}={value!r}" for key, value in vars(self).items() if not key.startswith("_") and key != "training"
         )
+
+    def step_tuples(self, rng: np.random.Generator) -> Tensor | None:
+        """The tuples of one step: the family, its bits relabelled by ``rng.permutation(k)``
+        when ``shuffle_bits`` (None: every tuple, which no relabelling changes)."""
+        if self.tuple_family is None or not self.shuffle_bits:
+            return self.tuple_family
+        relabel = torch.from_numpy(rng.permutation(self.nbits)).to(self.tuple_family.device)
+        return relabel[self.tuple_family]
 
     @abc.abstractmethod
     def _pair_gradient(self, z: Tensor, step: int) -> tuple[Tensor, float, dict[str, float]]:
@@ -200,8 +215,9 @@ class PairShannonObjective(torch.nn.Module, abc.ABC):
         """Gradient of the objective with respect to the logits ``z`` ``(n, 2, k)`` of all
         batches of one optimiser step (detached; never differentiated through).
 
-        ``step`` is the optimiser step (schedules of the pair term); ``rng``, ``similar`` and
-        ``classes`` are not used (the data are positive pairs; nothing is sampled).
+        ``step`` is the optimiser step (schedules of the pair term); ``rng`` draws the
+        step's permutation of the bits (``shuffle_bits`` only); ``similar`` and ``classes``
+        are not used (the data are positive pairs).
 
         Returns ``(grad, stats)``: ``grad`` has z's shape and dtype; ``stats`` holds plain
         floats: ``loss`` (the objective's value: weighted pair term - shannon_weight *
@@ -217,12 +233,12 @@ class PairShannonObjective(torch.nn.Module, abc.ABC):
         n, _, k = z.shape
         term_pair, loss_pair, pair_stats = self._pair_gradient(z, step)
         d_shannon, entropy = shannon_gradient(
-            z.reshape(2 * n, k), self.tuple_size, self.gradient, self.prior, tuples=self.tuple_family
+            z.reshape(2 * n, k), self.tuple_size, self.gradient, self.prior, tuples=self.step_tuples(rng)
         )
         term_shannon = self.shannon_weight * d_shannon.reshape(n, 2, k)
-        term_huber = huber_gradient(z, self.huber_slope, self.huber_knee) / n
+        term_huber = huber_gradient(z, self.huber_slope, self.huber_knee) / (2 * n)
         grad = term_pair + term_shannon + term_huber
-        penalty = float(huber_penalty(z.double(), self.huber_slope, self.huber_knee).sum()) / n
+        penalty = float(huber_penalty(z.double(), self.huber_slope, self.huber_knee).sum()) / (2 * n)
         stats = {
             "loss": loss_pair - self.shannon_weight * float(entropy) + penalty,
             **pair_stats,
@@ -255,7 +271,8 @@ class ShannonHamming(PairShannonObjective):
         hamming_weight: float = 1.0,
         shannon_weight: float = 0.01,
         tuple_size: int = 3,
-        tuples: str = "all",
+        cover_size: int | None = None,
+        shuffle_bits: bool = False,
         tuple_seed: int = 0,
         gradient: str = "normal",
         prior: float = 1.0,
@@ -269,7 +286,8 @@ class ShannonHamming(PairShannonObjective):
             nbits,
             shannon_weight=shannon_weight,
             tuple_size=tuple_size,
-            tuples=tuples,
+            cover_size=cover_size,
+            shuffle_bits=shuffle_bits,
             tuple_seed=tuple_seed,
             gradient=gradient,
             prior=prior,

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import yaml
 
-from equihash.config import bank_request, check_config, load_variants
+from equihash.config import bank_request, check_config, compared_models, load_variants
 from equihash.report.runs import configured_runs
 
 check_config(config)

@@ -1,9 +1,9 @@
-# The thesis comparison (compare.models side by side) and one target rule per variant table.
+# The thesis comparison (the models of compare.models that a task defines, side by side) and one target rule per variant table.
 
 
 rule compare_task:
     input:
-        lambda w: metrics_of(w.task, config["compare"]["models"]),
+        lambda w: metrics_of(w.task, compared_models(config, w.task)),
     output:
         csv=f"{R}/compare/{{task}}/comparison.csv",
         markdown=f"{R}/compare/{{task}}/comparison.md",
