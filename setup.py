@@ -41,6 +41,9 @@ setup(
         "pillow>=10.0",
         # its wheel embeds the photographs of the default OpenImagesMosaic bank
         "scikit-image>=0.22",
+        # the perceptual-hash baselines (equihash.nn.perceptual): pHash, dHash, aHash, wHash; PDQ
+        "imagehash>=4.3",
+        "pdqhash>=0.2.8",
     ],
     extras_require={
         # Snakemake's SLURM executor (snakemake --profile workflow/profiles/slurm)

