@@ -1,9 +1,17 @@
 """Perceptual hashes (equihash.nn.perceptual): bit for bit against imagehash and pdqhash on
 real images, and margins that order the multi-probe as their definitions say."""
 
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 
 imagehash = pytest.importorskip("imagehash")
 pdqhash = pytest.importorskip("pdqhash")
@@ -94,5 +102,45 @@ def test_module_interface():
     assert module(x).shape == (2, 256)
     with pytest.raises(ValueError, match="unknown perceptual hash 'sha1'"):
         PerceptualHash("sha1")
+    assert module(torch.zeros(4, 3, 56, 56)).shape == (4, 3, 256)  # leading dimensions kept (triplets)
     with pytest.raises(ValueError, match="instances: expected"):
         perceptual_logits("aHash", np.zeros((2, 4, 5, 5), dtype=np.uint8))
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir, *args):
+    config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+                           str(workdir), "--cores", "2", *args, "--configfile", str(workdir / "config.yaml")],
+                          capture_output=True, text=True)
+
+
+def test_compare_plans_no_training_for_a_perceptual_hash(tmp_path):
+    result = snakemake(tmp_path, "compare", "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = re.split(r"\n(?=\[)", result.stdout)
+    trained = {m[1] for job in jobs if "rule train:" in job
+               for m in [re.search(r"models/\w+/(\w+)/main/model\.pt", job)] if m}
+    hashed = {m[1] for job in jobs if "rule perceptual_model:" in job
+              for m in [re.search(r"models/\w+/(\w+)/main/model\.pt", job)] if m}
+    assert hashed == set(HASH_BITS) and not trained & set(HASH_BITS)
+    assert trained == {"ShannonHamming", "PseudoSH", "SHQuad", "HashNet", "HashNetShannon", "JMLH"}
+
+
+def test_a_256_bit_hash_runs_through_the_pipeline(tmp_path):
+    run = "MnistMosaic/PDQ/main/default"
+    result = snakemake(tmp_path, f"results/metrics/{run}/metrics.json", f"results/report/{run}/metrics.html",
+                       f"results/metrics/MnistMosaic/aHash/main/default/metrics.json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "results" / "metrics" / run / "metrics.json").read_text())
+    assert metrics["nbits"] == 256 and metrics["database_size"] == 3000
+    assert len(metrics["binary"]["positive_histogram"]) == 257
+    assert sum(metrics["binary"]["positive_histogram"]) == 64  # one per triplet
+    # The fingerprints are the hash's bits of the database instances.
+    codes = pq.read_table(tmp_path / "results" / "fingerprints" / run / "database.parquet").column("code")
+    assert codes.type.byte_width == 32
+    log = pq.read_table(tmp_path / "results" / "models" / run.rsplit("/", 1)[0] / "eval_log.parquet").to_pandas()
+    assert log["step"].tolist() == [0, 0] and log["split"].tolist() == ["train", "valid"]

@@ -26,8 +26,8 @@ those that a little noise flips. The grayscale conversion and the resizing are P
 libraries' bit for bit (``tests/test_perceptual.py``), in their order: row-major over the
 8 x 8 (or 16 x 16) grid.
 
-Instances: NoisyMnist mosaics (n, 56, 56) float are clipped to [0, 1] and rounded to uint8
-grayscale images; OpenImages mosaics (n, 3, 180, 270) uint8 are RGB images.
+Instances: NoisyMnist mosaics (56 x 56 float) are clipped to [0, 1] and rounded to uint8
+grayscale images; OpenImages mosaics (3 x 180 x 270 uint8) are RGB images.
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ def _module(name: str):
 
 
 def to_images(instances: np.ndarray) -> list[Image.Image]:
-    """Mosaic instances as Pillow images: (n, H, W) float -> grayscale, (n, 3, H, W) uint8 -> RGB."""
-    if instances.ndim == 3:
+    """Mosaic instances as Pillow images: float (n, H, W) -> grayscale, uint8 (n, 3, H, W) -> RGB."""
+    if instances.ndim == 3 and instances.dtype.kind == "f":
         pixels = (np.clip(instances, 0.0, 1.0) * 255.0).round().astype(np.uint8)
         return [Image.fromarray(image, mode="L") for image in pixels]
     if instances.ndim == 4 and instances.shape[1] == 3 and instances.dtype == np.uint8:
         return [Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)), mode="RGB") for image in instances]
-    raise ValueError(f"instances: expected (n, H, W) grayscale or (n, 3, H, W) uint8 RGB, got "
+    raise ValueError(f"instances: expected float (n, H, W) grayscale or uint8 (n, 3, H, W) RGB mosaics, got "
                      f"{instances.shape} {instances.dtype}")
 
 
@@ -115,14 +115,23 @@ _LOGITS = {"pHash": phash_logits, "dHash": dhash_logits, "aHash": ahash_logits, 
 
 
 def perceptual_logits(name: str, instances: np.ndarray) -> np.ndarray:
-    """(n, bits) float32 margins of the hash ``name`` of each instance (bit = margin > 0)."""
+    """(..., bits) float32 margins of the hash ``name`` of each instance (bit = margin > 0):
+    float grayscale instances (..., H, W) or uint8 RGB instances (..., 3, H, W)."""
     if name not in _LOGITS:
         raise ValueError(f"unknown perceptual hash '{name}'; known: {', '.join(HASH_BITS)}")
-    return _LOGITS[name](to_images(np.asarray(instances))).astype(np.float32)
+    instances = np.asarray(instances)
+    item = 2 if instances.dtype.kind == "f" else 3
+    if instances.ndim < item:
+        raise ValueError(f"instances: expected float (..., H, W) grayscale or uint8 (..., 3, H, W) RGB mosaics, "
+                         f"got {instances.shape} {instances.dtype}")
+    lead = instances.shape[:instances.ndim - item]
+    flat = instances.reshape(-1, *instances.shape[instances.ndim - item:])
+    return _LOGITS[name](to_images(flat)).astype(np.float32).reshape(*lead, HASH_BITS[name])
 
 
 class PerceptualHash(torch.nn.Module):
-    """A perceptual hash with the interface of a network: instances in, (n, bits) logits out.
+    """A perceptual hash with the interface of a network: instances (..., H, W) or
+    (..., 3, H, W) in, (..., bits) logits out.
 
     It has no parameters; ``forward`` runs on the CPU, whatever device its input is on.
     """

@@ -49,6 +49,7 @@ from equihash.data.tasks import open_mosaics
 from equihash.io import InputError, atomic_path, write_table
 from equihash.nn import network_for_task
 from equihash.nn.cpu import keep_freed_memory
+from equihash.nn.perceptual import HASH_BITS, PerceptualHash
 from equihash.progress import Progress, logger
 from equihash.train.evaluation import EVAL_LOG_COLUMNS, subset_family, training_figures
 from equihash.train.hashnet import HashNet
@@ -326,13 +327,16 @@ def save_model(net: torch.nn.Module, config: dict, path) -> None:
 
 
 def load_model(path) -> tuple[torch.nn.Module, dict]:
-    """The trained network of a ``model.pt`` (in evaluation mode) and its resolved config."""
+    """The trained network of a ``model.pt`` (in evaluation mode) and its resolved config;
+    for the model file of a perceptual hash (config key ``perceptual``), the hash."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: model file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         config = state["config"]
+        if "perceptual" in config:
+            return PerceptualHash(config["perceptual"]), config
         net = network_for_task(config["task"], config["nbits"], **config.get("network", {}))
         net.load_state_dict(state["state_dict"])
     except InputError:
@@ -361,3 +365,33 @@ def train_model(*, task: str, model: str, bank, nbits: int, params: dict, checkp
     trainer.run()
     trainer.save(model_path, eval_log_path)
     return trainer
+
+
+def write_perceptual_model(*, task: str, model: str, bank, params: dict, model_path, eval_log_path,
+                           noise_sigma: float | None = None, perlin=None, in_memory: bool = False) -> None:
+    """The model file of the perceptual hash ``model`` (no weights: the hash is the encoder)
+    and its evaluation log: the figures of the training-time evaluation (thesis section 6.6)
+    at step 0, on the ``eval_size`` triplets of the train and valid splits, keyed by ``seed``
+    as a trained model's are, so that a fixed hash sits on the learned models' curves."""
+    if model not in HASH_BITS:
+        raise InputError(f"unknown perceptual hash '{model}'; known: {', '.join(HASH_BITS)}")
+    import pandas as pd
+    import pyarrow as pa
+
+    nbits = HASH_BITS[model]
+    config = {"task": task, "model": model, "perceptual": model, "nbits": nbits, **params}
+    if noise_sigma is not None:
+        config["noise_sigma"] = noise_sigma
+    hash_ = PerceptualHash(model)
+    rows = []
+    splits = ("train", "valid")
+    for split, mosaic in zip(splits, open_mosaics(task, bank, splits, noise_sigma=noise_sigma, perlin=perlin,
+                                                  in_memory=in_memory)):
+        eval_set = EvalSet(mosaic, split, params["eval_size"], params["seed"])
+        codes = pack_codes(encode_instances(hash_, eval_set.instances))
+        figures = training_figures(codes[:, 0], codes[:, 1], codes[:, 2],
+                                   {s: subset_family(nbits, s, params["seed"]) for s in range(1, 5)})
+        rows.append({"step": 0, "split": split, **figures})
+    with atomic_path(model_path) as tmp, open(tmp, "wb") as f:
+        torch.save({"format": CHECKPOINT_FORMAT, "state_dict": {}, "config": config}, f)
+    write_table(pa.Table.from_pandas(pd.DataFrame(rows)[EVAL_LOG_COLUMNS], preserve_index=False), eval_log_path)

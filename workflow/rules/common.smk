@@ -4,7 +4,9 @@ from pathlib import Path
 import yaml
 
 from equihash.config import bank_request, check_config, compared_models, load_variants
+from equihash.nn.perceptual import HASH_BITS
 from equihash.report.runs import configured_runs
+from equihash.train.loop import MODEL_OBJECTIVES
 
 check_config(config)
 
@@ -41,6 +43,16 @@ def model_params(wildcards):
     if wildcards.variant == "main":
         return config["tasks"][wildcards.task]["models"][wildcards.model]
     return VARIANT_PARAMS[(wildcards.task, wildcards.model, wildcards.variant)]
+
+
+# Model names the train rule builds, and the perceptual hashes (rule perceptual_model).
+LEARNED_MODELS = "|".join(MODEL_OBJECTIVES)
+PERCEPTUAL_HASHES = "|".join(HASH_BITS)
+
+
+def model_nbits(wildcards):
+    """Bits of a model's fingerprints: the hash's own for a perceptual hash, else the task's."""
+    return HASH_BITS.get(wildcards.model, task_config(wildcards)["nbits"])
 
 
 def database_config(wildcards):

@@ -29,7 +29,7 @@ rule merge_shards:
     output:
         f"{FINGERPRINTS}/database.parquet",
     params:
-        nbits=lambda w: task_config(w)["nbits"],
+        nbits=model_nbits,
     resources:
         **job_resources("small"),
     conda:

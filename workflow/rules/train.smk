@@ -3,6 +3,8 @@
 
 
 rule train:
+    wildcard_constraints:
+        model=LEARNED_MODELS,
     input:
         data=task_data_files,
     output:
@@ -23,6 +25,29 @@ rule train:
         f"{LOGS}/train/{{task}}/{{model}}/{{variant}}.log",
     script:
         "../scripts/train.py"
+
+
+rule perceptual_model:
+    # A perceptual hash needs no training: its model file names the hash, and its
+    # evaluation log holds the training-time figures of the hash at step 0.
+    wildcard_constraints:
+        model=PERCEPTUAL_HASHES,
+    input:
+        data=task_data_files,
+    output:
+        model=f"{MODEL}/model.pt",
+        eval_log=f"{MODEL}/eval_log.parquet",
+    params:
+        model=model_params,
+        data=task_data,
+    resources:
+        **job_resources("small"),
+    conda:
+        ENV
+    log:
+        f"{LOGS}/perceptual_model/{{task}}/{{model}}/{{variant}}.log",
+    script:
+        "../scripts/perceptual_model.py"
 
 
 rule plot_training:
