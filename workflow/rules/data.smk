@@ -31,7 +31,7 @@ rule prepare_openimages_bank:
     output:
         [f"{OPENIMAGES_BANK}/{split}.hdf5" for split in SPLITS],
     params:
-        bank=lambda w: {k: v for k, v in config["tasks"]["OpenImagesMosaic"]["bank"].items() if k != "in_memory"},
+        bank=lambda w: bank_request(config["tasks"]["OpenImagesMosaic"]["bank"]),
     resources:
         **job_resources("small"),
     conda:
@@ -71,6 +71,7 @@ rule mosaic_examples:
         ),
     params:
         data=task_data,
+        noise=task_noise,
     resources:
         **job_resources("small"),
     conda:

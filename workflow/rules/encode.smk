@@ -9,8 +9,9 @@ rule encode_shard:
     output:
         f"{FINGERPRINTS}/shards/{{shard}}-of-{{nb_shards}}.parquet",
     params:
-        database=database_config,
+        database=instance_keys,
         data=task_data,
+        noise=task_noise,
         device=config["encode"]["device"],
     threads: job_threads("encode", local=2)
     resources:
@@ -52,8 +53,9 @@ rule encode_queries:
         negative_queries=f"{FINGERPRINTS}/negative_queries.parquet",
         triplets=f"{FINGERPRINTS}/triplets.parquet",
     params:
-        database=database_config,
+        database=instance_keys,
         data=task_data,
+        noise=task_noise,
         device=config["encode"]["device"],
     threads: job_threads("encode", local=2)
     resources:

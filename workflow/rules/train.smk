@@ -14,8 +14,9 @@ rule train:
         model=model_params,
         nbits=lambda w: task_config(w)["nbits"],
         data=task_data,
+        noise=task_noise,
         network=lambda w: task_config(w).get("network"),
-        checkpoint_dir=f"{MODEL}/checkpoints",
+        checkpoint_dir=lambda w, output: str(Path(output.model).parent / "checkpoints"),
     threads: job_threads("train")
     resources:
         **job_resources("train"),
@@ -40,6 +41,7 @@ rule perceptual_model:
     params:
         model=model_params,
         data=task_data,
+        noise=task_noise,
     resources:
         **job_resources("small"),
     conda:

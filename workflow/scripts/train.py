@@ -8,7 +8,7 @@ torch.set_num_threads(snakemake.threads)
 train_model(
     task=snakemake.wildcards.task,
     model=snakemake.wildcards.model,
-    **snakemake.params.data,
+    **snakemake.params.data, **snakemake.params.noise,
     network=snakemake.params.network,
     nbits=snakemake.params.nbits,
     params=snakemake.params.model,
