@@ -508,7 +508,7 @@ COMMANDS: dict[str, Command] = {
         SPLIT, SEED,
     ], uses_torch=True),
     "index": Command(run_index, [
-        arg("out_dir", metavar="OUT_DIR", help="index folder to write (header.json and one .npy per array)"),
+        arg("out_dir", metavar="OUT_DIR", help="index folder to write (header.json, with the CRC-32 of each array, and one .bin file per array)"),
         arg("--database", required=True, metavar="DATABASE_PARQUET",
             help="merged database fingerprints (written by merge)"),
     ]),
