@@ -428,14 +428,14 @@ def find_postings(const uint64_t[::1] keys, const idx_t[::1] directory, const ui
 
 
 def find_one(const uint64_t[::1] keys, const idx_t[::1] directory, const uint8_t[:, ::1] codes,
-             const idx_t[::1] offsets, int64_t n_positions, const uint8_t[::1] query, int prefix_bits,
-             uint64_t prefix, int directory_bits):
+             const idx_t[::1] offsets, const idx_t[::1] positions, uint64_t database_size,
+             const uint8_t[::1] query, int prefix_bits, uint64_t prefix, int directory_bits):
     """``(start, length)`` of the posting list of one code, as :func:`find_postings`
     without the batch machinery (the latency of a single query from Python), with the
-    same range checks (``n_positions`` = N, the length of the positions array)."""
-    cdef Py_ssize_t nbytes = query.shape[0], i
+    same range checks, and a check that its positions are below ``database_size``."""
+    cdef Py_ssize_t nbytes = query.shape[0], i, n_positions = positions.shape[0]
     cdef uint64_t h = hash_code(&query[0], nbytes), bucket
-    cdef int64_t lo, hi
+    cdef int64_t lo, hi, p
     if prefix_bits > 0 and (h >> (64 - prefix_bits)) != prefix:
         return 0, 0
     bucket = top_bits(h, prefix_bits, directory_bits)
@@ -450,6 +450,10 @@ def find_one(const uint64_t[::1] keys, const idx_t[::1] directory, const uint8_t
                 hi = offsets[i + 1]
                 if lo > hi or hi > n_positions or lo < 0:
                     raise corrupt(BAD_OFFSETS, i, lo, hi, n_positions)
+                for p in range(lo, hi):
+                    if positions[p] >= database_size:
+                        raise CorruptIndex("positions", f"entry {p} is {positions[p]}, expected positions below "
+                                                        f"database_size = {database_size}")
                 return int(lo), int(hi - lo)
         elif keys[i] > h:
             break

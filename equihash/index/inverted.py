@@ -738,10 +738,11 @@ class InvertedIndex(Multiprobing):
         code = _as_codes(one_code(code, self.nbytes), "code", self.nbytes)[0]
         try:
             start, length = _core.find_one(self.keys, self.directory, self._fingerprints_or_empty, self.offsets,
-                                           self.size, code, self.prefix_bits, self.prefix, self.directory_bits)
+                                           self.positions, self.database_size, code, self.prefix_bits, self.prefix,
+                                           self.directory_bits)
         except _core.CorruptIndex as exc:
             raise self._corrupt(exc.array, str(exc)) from None
-        return self._checked_positions(self._plain_positions[start:start + length].copy())
+        return self._plain_positions[start:start + length].copy()
 
     def _checked_positions(self, positions: np.ndarray) -> np.ndarray:
         """``positions`` (looked up), or InputError naming the positions file when one is
