@@ -311,6 +311,7 @@ def run_evaluate(args) -> None:
         index_dir=args.index_dir,
         database_labels=labels / "database.parquet",
         positive_labels=labels / "positive_queries.parquet",
+        negative_labels=labels / "negative_queries.parquet",
         database=fingerprints / "database.parquet",
         positive_queries=fingerprints / "positive_queries.parquet",
         negative_queries=fingerprints / "negative_queries.parquet",
@@ -508,7 +509,7 @@ COMMANDS: dict[str, Command] = {
         SPLIT, SEED,
     ], uses_torch=True),
     "index": Command(run_index, [
-        arg("out_dir", metavar="OUT_DIR", help="index folder to write (header.json and one .npy per array)"),
+        arg("out_dir", metavar="OUT_DIR", help="index folder to write (header.json, with the CRC-32 of each array, and one .bin file per array)"),
         arg("--database", required=True, metavar="DATABASE_PARQUET",
             help="merged database fingerprints (written by merge)"),
     ]),
@@ -516,7 +517,7 @@ COMMANDS: dict[str, Command] = {
         arg("out_json", metavar="OUT_JSON", help="metrics.json to write (shared/ARTIFACTS.md)"),
         arg("--index-dir", required=True, metavar="DIR", help="index folder (written by index)"),
         arg("--labels-dir", required=True, metavar="DIR",
-            help="labels folder (database.parquet, positive_queries.parquet)"),
+            help="labels folder (database.parquet, positive_queries.parquet, negative_queries.parquet)"),
         arg("--fingerprints-dir", required=True, metavar="DIR", help="folder holding database.parquet "
             "(merge) and positive_queries.parquet, negative_queries.parquet, triplets.parquet (encode-queries)"),
         arg("--lookups", type=lookup_counts, default=lookup_counts(DEFAULT_LOOKUPS), metavar="L,...",

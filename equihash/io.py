@@ -1,18 +1,23 @@
 """Artifact schemas (shared/ARTIFACTS.md), atomic writes and validated readers.
 
 Every artifact is written to a temporary name in its own directory and renamed
-when complete, so an interrupted job never leaves a file that looks finished. A job
-killed outright (SIGKILL, a lost node) cannot remove its temporary; the next write of
-the same artifact does.
+when complete, so an interrupted job never leaves a file that looks finished. The
+temporary's name says who writes it (host name and process id), so several writers can
+share a results folder (a CLI run beside a Snakemake run, two Snakemake runs with one
+``results``): each keeps its own temporaries, the last rename wins, and nothing a live
+writer holds is removed. A job killed outright (SIGKILL) cannot remove its temporary; the
+next write of the same artifact on the same host does, once that process is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -28,16 +33,48 @@ class InputError(ValueError):
 
 
 # --------------------------------------------------------------------------- atomic writes
+# A temporary of ``path`` is ``.{name}.{host}-{pid}-{XXXXXXXX}.tmp`` beside it (XXXXXXXX from
+# tempfile), or a temporary of such a temporary (a writer that writes its temporary
+# atomically): ``..{name}.{writer}.tmp.{writer}.tmp``.
+_WRITER = r"(?:[A-Za-z0-9-]+-[0-9]+-[a-z0-9_]{8})"
+_LAST_WRITER = re.compile(r"\.(?P<host>[A-Za-z0-9-]+)-(?P<pid>[0-9]+)-[a-z0-9_]{8}\.tmp\Z")  # who made it
+
+
+def _host() -> str:
+    """This machine's host name in the characters a temporary's name allows."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "localhost"
+
+
+def _writer_alive(host: str, pid: int) -> bool:
+    """Whether the writer of a temporary may still be running: True for another host (it
+    cannot be asked) and for a live process of this one (or a reused process id)."""
+    if host != _host():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user
+        return True
+    return True
+
+
 def stale_temporaries(path) -> list[Path]:
-    """Temporaries of ``path`` left by killed writers: ``.{name}.XXXXXXXX.tmp`` beside it, and
-    the temporaries of those temporaries (a writer that writes its temporary atomically)."""
+    """Temporaries of ``path`` left by writers that are gone: those whose name holds this
+    host and the id of a process that no longer runs (a killed writer's). Temporaries of
+    running writers, and of writers on other hosts, are not listed."""
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    pattern = re.compile(rf"\.+{re.escape(path.name)}(\.[a-z0-9_]+\.tmp)+")
+    pattern = re.compile(rf"\.+{re.escape(path.name)}(\.{_WRITER}\.tmp)+")
+    stale = []
     with os.scandir(path.parent) as entries:
-        return sorted(Path(entry.path) for entry in entries
-                      if entry.name.endswith(".tmp") and pattern.fullmatch(entry.name))
+        for entry in entries:
+            if entry.name.endswith(".tmp") and pattern.fullmatch(entry.name):
+                writer = _LAST_WRITER.search(entry.name)
+                if not _writer_alive(writer["host"], int(writer["pid"])):
+                    stale.append(Path(entry.path))
+    return sorted(stale)
 
 
 def _read_umask() -> int:
@@ -54,9 +91,12 @@ def atomic_path(path, *, directory=False):
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
     On any exception the temporary file or directory is removed and nothing is left at
-    ``path``. Parent directories are created. An artifact has one writer at a time
-    (Snakemake locks its working directory), so temporaries of ``path`` found on entry
-    were left by a killed writer and are removed. The rename is a fault point
+    ``path``. Parent directories are created. The temporary is this process's own
+    (``.{name}.{host}-{pid}-XXXXXXXX.tmp``): writers of the same artifact at once each
+    write their own and the last to finish is the artifact (a directory is replaced as
+    a whole, even when two commit at once); on entry only the temporaries of writers
+    gone from this host are removed (:func:`stale_temporaries`).
+    The rename is a fault point
     (``equihash.progress.fault_point``). The artifact gets the permissions a plain
     ``open`` would give it (0666, or 0777 for a directory, less the umask), not the
     owner-only mode of a temporary file, so collaborators of a shared results folder
@@ -69,26 +109,53 @@ def atomic_path(path, *, directory=False):
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
+    tmp = _own_temporary(path, directory=directory)
     try:
         yield tmp
         if tmp.exists():
             tmp.chmod((0o777 if tmp.is_dir() else 0o666) & ~_UMASK)
         fault_point(f"commit {path}")
-        if directory and path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if directory and tmp.is_dir():
+            _replace_directory(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _own_temporary(path: Path, *, directory: bool = False) -> Path:
+    """A new, empty temporary file or directory of ``path``, named for this process."""
+    prefix = f".{path.name}.{_host()}-{os.getpid()}-"
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _replace_directory(tmp: Path, path: Path) -> None:
+    """Rename directory ``tmp`` to ``path``, replacing the directory there. A directory
+    cannot be renamed over a non-empty one, so the old one is first renamed aside (to a
+    temporary of this process, removed after); when another writer commits in between,
+    its directory is moved aside in turn and the rename retried, so every commit succeeds
+    and ``path`` is always one writer's whole directory."""
+    while True:
+        try:
+            os.rename(tmp, path)  # succeeds onto a missing or empty directory
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        aside = _own_temporary(path, directory=True)
+        try:
+            os.rename(path, aside)  # onto the empty ``aside``
+        except FileNotFoundError:  # another writer moved it first
+            pass
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def open_hdf5(path, expected: str):

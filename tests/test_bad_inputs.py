@@ -102,9 +102,9 @@ def encode_shard(chain, out, *, model=None, bank=None, labels=None, shard=0, nb_
             "--nb-shards", nb_shards, "--threads", 1]
 
 
-def evaluate(chain, out, *, index=None, fingerprints=None):
+def evaluate(chain, out, *, index=None, fingerprints=None, labels=None):
     return ["evaluate", out / "metrics.json", "--index-dir", index or chain / "index", "--labels-dir",
-            chain / "labels", "--fingerprints-dir", fingerprints or chain / "fingerprints", "--lookups", "1,2"]
+            labels or chain / "labels", "--fingerprints-dir", fingerprints or chain / "fingerprints", "--lookups", "1,2"]
 
 
 def train_config(path: Path) -> Path:
@@ -125,6 +125,40 @@ def fingerprints_with_nan_logits(chain, d: Path) -> Path:
     column = pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1])
     write_table(table.set_column(table.column_names.index("logits"), "logits", column), d / "positive_queries.parquet")
     return d
+
+
+def rewritten(source: Path, folder: Path, name: str, change) -> Path:
+    """A copy of the artifact folder ``source`` whose ``name`` is ``change(table)``."""
+    folder = copy_tree(source, folder)
+    write_table(change(pq.read_table(folder / name)), folder / name)
+    return folder
+
+
+def with_ids(table: pa.Table, ids) -> pa.Table:
+    return table.set_column(table.column_names.index("id"), "id", pa.array(np.asarray(ids, dtype=np.uint64)))
+
+
+def with_ground_truth_at(table: pa.Table, row: int, position: int) -> pa.Table:
+    lists = table["ground_truth"].to_pylist()
+    lists[row] = sorted(set(lists[row]) | {position})
+    column = pa.array(lists, type=pa.list_(pa.uint64()))
+    return table.set_column(table.column_names.index("ground_truth"), "ground_truth", column)
+
+
+def half_database_index(chain, d: Path) -> Path:
+    """The index of the first half of the chain's database: another database's index."""
+    table = pq.read_table(chain / "fingerprints" / "database.parquet")
+    write_table(table.slice(0, 150), d / "half.parquet")
+    assert cli("index", d / "half-index", "--database", d / "half.parquet") == 0
+    return d / "half-index"
+
+
+def flipped_index(chain, d: Path) -> Path:
+    index = copy_tree(chain / "index", d)
+    data = bytearray((index / "positions.bin").read_bytes())
+    data[len(data) // 2] ^= 0x04
+    (index / "positions.bin").write_bytes(bytes(data))
+    return index
 
 
 def wide_index(d: Path) -> Path:
@@ -202,6 +236,33 @@ CLI_CASES = {
     "evaluate: NaN logits in a query file": lambda c, t, o: (
         evaluate(c, o, fingerprints=fingerprints_with_nan_logits(c, t / "fp")),
         ["positive_queries.parquet", "column 'logits' row 5 holds NaN", "expected finite values"]),
+    "evaluate: one byte of an index array changed": lambda c, t, o: (
+        evaluate(c, o, index=flipped_index(c, t / "index")),
+        ["index/positions.bin", "damaged index array 'positions'", "CRC-32", "header.json records"]),
+    "evaluate: index of another database": lambda c, t, o: (
+        evaluate(c, o, index=half_database_index(c, t)),
+        ["fingerprints/database.parquet", "300 fingerprint rows", "half-index/header.json", "150 database positions"]),
+    "evaluate: labels of another database": lambda c, t, o: (
+        evaluate(c, o, labels=rewritten(c / "labels", t / "labels", "database.parquet", lambda x: x.slice(0, 299))),
+        ["labels/database.parquet", "299 label rows", "fingerprints/database.parquet", "300 fingerprint rows"]),
+    "evaluate: ground truth beyond the database": lambda c, t, o: (
+        evaluate(c, o, labels=rewritten(c / "labels", t / "labels", "positive_queries.parquet",
+                                        lambda x: with_ground_truth_at(x, 3, 300))),
+        ["labels/positive_queries.parquet", "row 3 holds position 300", "expected positions below 300",
+         "fingerprints/database.parquet"]),
+    "evaluate: positive query ids permuted": lambda c, t, o: (
+        evaluate(c, o, fingerprints=rewritten(c / "fingerprints", t / "fp", "positive_queries.parquet",
+                                              lambda x: with_ids(x, np.roll(np.arange(8), 1)))),
+        ["fp/positive_queries.parquet", "column 'id' must be 0..7 in order", "labels/positive_queries.parquet",
+         "row 0 holds id 7"]),
+    "evaluate: negative query ids repeated": lambda c, t, o: (
+        evaluate(c, o, fingerprints=rewritten(c / "fingerprints", t / "fp", "negative_queries.parquet",
+                                              lambda x: with_ids(x, [0, 1, 2, 3, 3, 5, 6, 7]))),
+        ["fp/negative_queries.parquet", "labels/negative_queries.parquet", "row 4 holds id 3"]),
+    "evaluate: queries of other labels": lambda c, t, o: (
+        evaluate(c, o, labels=rewritten(c / "labels", t / "labels", "negative_queries.parquet",
+                                        lambda x: x.slice(0, 6))),
+        ["fingerprints/negative_queries.parquet", "8 queries", "labels/negative_queries.parquet", "6 label rows"]),
     "evaluate: truncated index array": lambda c, t, o: (
         evaluate(c, o, index=truncate_index(copy_tree(c / "index", t / "index"))), ["index/keys.", "expected"]),
     "train: corrupted checkpoint": lambda c, t, o: (

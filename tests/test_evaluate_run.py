@@ -32,7 +32,7 @@ import equihash
 from equihash.config import config_sha256
 from equihash.evaluate.run import evaluate_run, git_commit, run_provenance
 from equihash.index import InvertedIndex
-from equihash.io import codes_array, labels_array, logits_array, write_table
+from equihash.io import InputError, codes_array, labels_array, logits_array, write_table
 
 L1, L2, L3, L4 = [0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3], [0, 0, 0, 4]
 
@@ -44,7 +44,22 @@ def logits_for(code: int, weak_bit: int, weak: float) -> np.ndarray:
     return z
 
 
-def test_known_answers(tmp_path):
+# query specs (code, weak bit, |z| of the weak bit), as the docstring's queries
+POSITIVE = [(0x00, 0, 0.2), (0xF0, 4, 0.3), (0x03, 6, 0.1)]
+NEGATIVE = [(0x00, 0, 0.2), (0x0F, 3, 0.1)]
+NAMES = {"task": "MnistMosaic", "model": "ShannonHamming", "variant": "main", "database": "default"}
+
+
+def query_file(path, specs, ids=None) -> None:
+    logits = np.stack([logits_for(*spec) for spec in specs])
+    ids = np.arange(len(specs)) if ids is None else np.array(ids)
+    table = pa.table({"id": pa.array(ids.astype(np.uint64)),
+                      "code": codes_array(np.packbits(logits > 0, axis=1)), "logits": logits_array(logits)})
+    write_table(table, path)
+
+
+def write_run(tmp_path) -> dict:
+    """The files of the docstring's run; the keyword arguments of evaluate_run."""
     db_codes = np.array([[0x00], [0x00], [0x01], [0xF0], [0xF0], [0xF0]], dtype=np.uint8)
     write_table(pa.table({"labels": labels_array(np.array([L1, L1, L2, L3, L3, L4]))}), tmp_path / "db_labels.parquet")
     write_table(pa.table({"labels": labels_array(np.array([L1, L3, L2])),
@@ -53,26 +68,20 @@ def test_known_answers(tmp_path):
     ids = pa.array(np.arange(6, dtype=np.uint64))
     write_table(pa.table({"id": ids, "code": codes_array(db_codes)}), tmp_path / "database.parquet")
     InvertedIndex.from_parquet(tmp_path / "database.parquet").save(tmp_path / "index")
-
-    def queries(specs, name):
-        logits = np.stack([logits_for(*spec) for spec in specs])
-        table = pa.table({"id": pa.array(np.arange(len(specs), dtype=np.uint64)),
-                          "code": codes_array(np.packbits(logits > 0, axis=1)), "logits": logits_array(logits)})
-        write_table(table, tmp_path / name)
-
-    queries([(0x00, 0, 0.2), (0xF0, 4, 0.3), (0x03, 6, 0.1)], "pos.parquet")
-    queries([(0x00, 0, 0.2), (0x0F, 3, 0.1)], "neg.parquet")
+    query_file(tmp_path / "pos.parquet", POSITIVE)
+    query_file(tmp_path / "neg.parquet", NEGATIVE)
     # triplets: positive distances 0, 1; negative distances 8, 2
     trip = {"anchor": [[0x00], [0xF0]], "positive": [[0x00], [0xF1]], "negative": [[0xFF], [0xC0]]}
     write_table(pa.table({k: codes_array(np.array(v, dtype=np.uint8)) for k, v in trip.items()}),
                 tmp_path / "trip.parquet")
+    return dict(index_dir=tmp_path / "index", database_labels=tmp_path / "db_labels.parquet",
+                positive_labels=tmp_path / "pos_labels.parquet", database=tmp_path / "database.parquet",
+                positive_queries=tmp_path / "pos.parquet", negative_queries=tmp_path / "neg.parquet",
+                triplets=tmp_path / "trip.parquet", lookups=[1, 2], names=NAMES, out_path=tmp_path / "metrics.json")
 
-    doc = evaluate_run(index_dir=tmp_path / "index", database_labels=tmp_path / "db_labels.parquet",
-                       positive_labels=tmp_path / "pos_labels.parquet", database=tmp_path / "database.parquet",
-                       positive_queries=tmp_path / "pos.parquet", negative_queries=tmp_path / "neg.parquet",
-                       triplets=tmp_path / "trip.parquet", lookups=[1, 2],
-                       names={"task": "MnistMosaic", "model": "ShannonHamming", "variant": "main",
-                              "database": "default"}, out_path=tmp_path / "metrics.json")
+
+def test_known_answers(tmp_path):
+    doc = evaluate_run(**write_run(tmp_path))
     assert json.loads((tmp_path / "metrics.json").read_text()) == doc
     assert list(doc)[-1] == "provenance" and doc["provenance"] == run_provenance()
     assert doc["database_size"] == 6 and doc["nbits"] == 8 and doc["internal_collisions"] == 2
@@ -85,6 +94,80 @@ def test_known_answers(tmp_path):
     assert doc["binary"]["r_at"] == [0.5, 1.0, 1.0, 1.0] and doc["binary"]["f_at"] == [0.0, 0.0, 0.5, 0.5]
     assert doc["binary"]["positive_histogram"] == [1, 1] + [0] * 7
     assert doc["binary"]["negative_histogram"] == [0, 0, 1, 0, 0, 0, 0, 0, 1]
+
+
+def another_size_index(t):
+    InvertedIndex.build(np.zeros((5, 1), dtype=np.uint8)).save(t / "small-index")
+    return {"index_dir": t / "small-index"}
+
+
+def partition_index(t):
+    codes = np.array([[0x00], [0x00], [0x01], [0xF0], [0xF0], [0xF0]], dtype=np.uint8)
+    InvertedIndex.build(codes, prefix_bits=1, prefix=1).save(t / "part-index")
+    return {"index_dir": t / "part-index"}
+
+
+def short_database_labels(t):
+    write_table(pa.table({"labels": labels_array(np.array([L1, L1, L2, L3, L3]))}), t / "short.parquet")
+    return {"database_labels": t / "short.parquet"}
+
+
+def ground_truth(t, lists):
+    write_table(pa.table({"labels": labels_array(np.array([L1, L3, L2][:len(lists)])),
+                          "ground_truth": pa.array(lists, type=pa.list_(pa.uint64()))}), t / "gt.parquet")
+    return {"positive_labels": t / "gt.parquet"}
+
+
+def queries(t, name, specs, ids):
+    query_file(t / name, specs, ids)
+    return {"positive_queries" if name.startswith("p") else "negative_queries": t / name}
+
+
+def negative_labels(t, rows):
+    write_table(pa.table({"labels": labels_array(np.array([L1] * rows))}), t / "neg_labels.parquet")
+    return {"negative_labels": t / "neg_labels.parquet"}
+
+
+# (change of the valid run) -> the two files the error must name and what it says
+MISMATCHES = {
+    "index of another database size": (another_size_index, ["small-index/header.json", "database.parquet",
+                                                             "6 fingerprint rows", "holds 5 database positions"]),
+    "index of one partition": (partition_index, ["part-index/header.json", "database.parquet",
+                                                 "expected the index of the whole database"]),
+    "database labels of another size": (short_database_labels, ["short.parquet", "database.parquet",
+                                                                "5 label rows", "6 fingerprint rows"]),
+    "ground truth at N": (lambda t: ground_truth(t, [[0, 1], [3, 6], [2]]),
+                          ["gt.parquet", "database.parquet", "row 1 holds position 6", "expected positions below 6"]),
+    "ground truth far beyond N": (lambda t: ground_truth(t, [[0, 1], [3, 4], [2, 2**40]]),
+                                  ["gt.parquet", "database.parquet", "row 2 holds position 1099511627776"]),
+    "positive query ids permuted": (lambda t: queries(t, "pos2.parquet", POSITIVE, [1, 0, 2]),
+                                    ["pos2.parquet", "pos_labels.parquet", "column 'id' must be 0..2 in order",
+                                     "row 0 holds id 1"]),
+    "positive query ids repeated": (lambda t: queries(t, "pos2.parquet", POSITIVE, [0, 1, 1]),
+                                    ["pos2.parquet", "pos_labels.parquet", "row 2 holds id 1"]),
+    "fewer positive queries than labels": (lambda t: queries(t, "pos2.parquet", POSITIVE[:2], [0, 1]),
+                                           ["pos2.parquet", "pos_labels.parquet", "2 queries", "3 label rows"]),
+    "more label rows than queries": (lambda t: ground_truth(t, [[0, 1], [3, 4]]),
+                                     ["pos.parquet", "gt.parquet", "3 queries", "2 label rows"]),
+    "negative query ids repeated": (lambda t: queries(t, "neg2.parquet", NEGATIVE, [0, 0]),
+                                    ["neg2.parquet", "column 'id' must be 0..1 in order", "row 1 holds id 0"]),
+    "negative queries of other labels": (lambda t: negative_labels(t, 3),
+                                         ["neg.parquet", "neg_labels.parquet", "2 queries", "3 label rows"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MISMATCHES))
+def test_files_that_do_not_belong_together_are_refused_naming_both(tmp_path, case):
+    run = write_run(tmp_path)
+    change, expected = MISMATCHES[case]
+    (tmp_path / "other").mkdir()
+    run.update(change(tmp_path / "other"))
+    with pytest.raises(InputError) as error:
+        evaluate_run(**run)
+    for text in expected:
+        assert text in str(error.value), (text, str(error.value))
+    assert not (tmp_path / "metrics.json").exists()
+    assert evaluate_run(**write_run(tmp_path))["database_size"] == 6  # the valid run still evaluates
 
 
 def git(directory, *args) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import zlib
 from collections import defaultdict
 
 import numpy as np
@@ -279,8 +282,10 @@ def test_save_load_round_trip(tmp_path, nbytes, mmap):
               "directory": {"file": "directory.bin", "dtype": "<u4", "shape": [2**b + 1]}}
     if nbytes > 8:
         arrays["fingerprints"] = {"file": "fingerprints.bin", "dtype": "|u1", "shape": [u, nbytes]}
+    for spec in arrays.values():  # the CRC-32 of each file's bytes
+        spec["crc32"] = zlib.crc32((tmp_path / "index" / spec["file"]).read_bytes())
     assert header == {
-        "format": "equihash-inverted-index", "version": 2, "nbytes": nbytes, "size": 2000,
+        "format": "equihash-inverted-index", "version": 3, "nbytes": nbytes, "size": 2000,
         "database_size": 2000, "n_unique": u, "key": "splitmix64-le64-words", "directory_bits": b,
         "prefix_bits": 0, "prefix": 0, "index_dtype": "uint32", "arrays": arrays,
     }
@@ -324,7 +329,12 @@ def test_missing_or_bad_header_raises(tmp_path):
     header_path = tmp_path / "index" / "header.json"
     header = json.loads(header_path.read_text())
     cases = [
-        (dict(header, version=1), r"field 'version' is 1, expected 2 \(rebuild"),
+        (dict(header, version=2), r"field 'version' is 2, expected 3 \(rebuild"),  # no checksums
+        (dict(header, arrays={**header["arrays"], "keys": {**header["arrays"]["keys"], "crc32": -1}}),
+         r"field 'arrays.keys.crc32' is -1, expected the CRC-32 of 'keys.bin'"),
+        (dict(header, arrays={**header["arrays"], "keys": {k: v for k, v in header["arrays"]["keys"].items()
+                                                           if k != "crc32"}}),
+         r"field 'arrays.keys.crc32' is None"),
         (dict(header, format="faiss"), r"field 'format' is 'faiss'"),
         (dict(header, n_unique=4), r"expected n_unique <= size <= database_size"),
         (dict(header, directory_bits=3), r"field 'directory_bits' is 3, expected 0 for n_unique = 3"),
@@ -356,8 +366,89 @@ def test_missing_or_bad_header_raises(tmp_path):
 def test_inconsistent_offsets_raise(tmp_path):
     InvertedIndex.build(np.arange(24, dtype=np.uint8).reshape(3, 8)).save(tmp_path / "index")
     np.array([0, 1, 2, 2], dtype="<u4").tofile(tmp_path / "index" / "offsets.bin")
-    with pytest.raises(InputError, match=r"offsets\.bin: 'offsets' must run from 0 to 3, got 0 \.\. 2"):
+    with pytest.raises(InputError, match=r"offsets\.bin: damaged index array 'offsets': its CRC-32 is"):
         InvertedIndex.load(tmp_path / "index")
+    with pytest.raises(InputError, match=r"offsets\.bin: 'offsets' must run from 0 to 3, got 0 \.\. 2"):
+        InvertedIndex.load(tmp_path / "index", verify=False)
+
+
+def flip_byte(path, at: int, mask: int) -> None:
+    """XOR byte ``at`` of a file with ``mask`` (the size is kept)."""
+    data = bytearray(path.read_bytes())
+    data[at] ^= mask
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["keys", "offsets", "positions", "directory", "fingerprints"])
+@pytest.mark.parametrize("where", ["first", "middle", "last", "random"])
+def test_any_flipped_byte_is_named_at_load(tmp_path, name, where):
+    """One changed byte anywhere in any array file: load refuses the index, naming the file."""
+    nbytes = 16 if name == "fingerprints" else 8
+    rng = np.random.default_rng([3, ARRAYS.index(name) if name in ARRAYS else 4])
+    database = random_database(rng, 1500, nbytes)
+    InvertedIndex.build(database).save(tmp_path / "index")
+    path = tmp_path / "index" / f"{name}.bin"
+    size = path.stat().st_size
+    at = {"first": 0, "middle": size // 2, "last": size - 1, "random": int(rng.integers(0, size))}[where]
+    for mask in (0x01, 0x80, int(rng.integers(1, 256))):
+        flip_byte(path, at, mask)
+        for mmap in (True, False):
+            with pytest.raises(InputError, match=rf"{name}\.bin: damaged index array '{name}': its CRC-32 is "
+                                                 r"[0-9a-f]{8}, header\.json records [0-9a-f]{8}"):
+                InvertedIndex.load(tmp_path / "index", mmap=mmap)
+        flip_byte(path, at, mask)  # restored: it loads and answers again
+        assert InvertedIndex.load(tmp_path / "index").lookup_one(database[7]).tolist() == \
+            np.flatnonzero((database == database[7]).all(axis=1)).tolist()
+
+
+UNVERIFIED_LOOKUPS = """
+import sys
+from pathlib import Path
+import numpy as np
+from equihash.index import InvertedIndex
+from equihash.io import InputError
+
+root, nbytes = Path(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(nbytes)
+codes = rng.integers(0, 256, size=(40, nbytes), dtype=np.uint8)[rng.integers(0, 40, size=120)]  # repeated codes
+InvertedIndex.build(codes).save(root / "index")
+queries = np.concatenate([codes, rng.integers(0, 256, size=(20, nbytes), dtype=np.uint8)])
+logits = (np.unpackbits(codes[:20], axis=1) * 2.0 - 1.0).astype(np.float32)
+logits *= rng.uniform(0.1, 1.0, logits.shape).astype(np.float32)
+outcomes = {"refused": 0, "answered": 0}
+for path in sorted((root / "index").glob("*.bin")):
+    original = path.read_bytes()
+    for at, mask in enumerate(rng.integers(1, 256, size=len(original))):
+        damaged = bytearray(original)
+        damaged[at] ^= int(mask)
+        path.write_bytes(bytes(damaged))
+        try:
+            index = InvertedIndex.load(root / "index", verify=False, threads=1)
+            answers = [index.lookup(queries), index.multiprobe(logits, 4)]
+            answers += [(None, index.lookup_one(code)) for code in queries[::10]]
+        except InputError as exc:
+            assert str(exc).startswith(str(root / "index")), exc
+            outcomes["refused"] += 1
+            continue
+        for _, positions in answers:
+            assert positions.size == 0 or int(positions.max()) < len(codes), (path.name, at, mask)
+        outcomes["answered"] += 1
+    path.write_bytes(original)
+print(outcomes["refused"], outcomes["answered"])
+"""
+
+
+@pytest.mark.parametrize("nbytes", [8, 16])
+def test_unverified_damaged_index_never_crashes(tmp_path, nbytes):
+    """Loaded without its checksums, an index with any one byte of any array changed
+    (every byte, a random mask each) never reads outside an array: each lookup either raises
+    InputError naming a file of the index or returns positions below the database size.
+    (In a child process: an out-of-bounds read would kill it, not the test run.)"""
+    result = subprocess.run([sys.executable, "-c", UNVERIFIED_LOOKUPS, str(tmp_path), str(nbytes)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    refused, answered = map(int, result.stdout.split())
+    assert refused > 0 and answered > 0  # both kinds of damage occur: ranges broken, values changed
 
 
 def test_missing_array_raises(tmp_path):

@@ -102,3 +102,25 @@ def test_damaged_partitioned_index_raises(tmp_path):
         PartitionedIndex([one, one, one, one])
     with pytest.raises(InputError, match=r"expected fingerprints of 8 bytes"):
         PartitionedIndex.build(database).lookup(np.zeros((1, 4), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("name", ["keys", "offsets", "positions", "directory"])
+def test_a_flipped_byte_in_a_partition_is_named(tmp_path, name):
+    """Every partition keeps its own checksums: a changed byte in one partition's array
+    is refused at load, naming that partition's file; unverified, a lookup never reads
+    outside the partition's arrays."""
+    database = random_database(np.random.default_rng(4), 1000, 8)
+    PartitionedIndex.build(database, prefix_bits=2).save(tmp_path / "index")
+    path = tmp_path / "index" / "part-2" / f"{name}.bin"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # the top byte of the last entry (the key, offset, position or directory end)
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=rf"part-2/{name}\.bin: damaged index array '{name}': its CRC-32"):
+        PartitionedIndex.load(tmp_path / "index")
+    try:
+        unverified = PartitionedIndex.load(tmp_path / "index", verify=False)
+        positions = unverified.lookup(database)[1]
+    except InputError as exc:  # the damage broke a range or a position
+        assert f"part-2/{name}.bin" in str(exc)
+    else:  # the damage kept every range valid: positions stay below the database size
+        assert name == "keys" and int(positions.max()) < 1000

@@ -5,29 +5,38 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 import equihash
 from equihash.config import config_sha256
 from equihash.evaluate.metrics import (binary_metrics, equidict, equiset, internal_collisions,
                                        metrics_document, multiprobe_entry)
 from equihash.index import InvertedIndex
-from equihash.io import code_type, read_columns, read_ground_truth, read_labels, write_json
+from equihash.io import (InputError, check_schema, code_type, read_columns, read_ground_truth, read_labels,
+                         read_schema, write_json)
 from equihash.progress import Progress, logger
 
 
 def evaluate_run(*, index_dir, database_labels, positive_labels, database, positive_queries,
                  negative_queries, triplets, lookups, names: dict, out_path,
-                 provenance: dict | None = None) -> dict:
+                 provenance: dict | None = None, negative_labels=None) -> dict:
     """Compute every figure of THESIS.md 9 and the multi-probe list; write metrics.json atomically.
 
     ``provenance`` (a :func:`run_provenance` dict) becomes the document's last key; without
     it the code version is recorded and the config hash and shard count are null.
+    Before any work the inputs are checked to belong together (:func:`check_run_inputs`;
+    ``negative_labels``, the labels file of the negative queries, is optional and only
+    counted), and InputError names the two files that disagree.
     """
     index = InvertedIndex.load(index_dir)
     kind = code_type(index.nbytes)
     nbits = 8 * index.nbytes
     logits_kind = pa.list_(pa.float32(), nbits)
+    ground_truth = check_run_inputs(index, index_dir=index_dir, database=database, database_labels=database_labels,
+                                    positive_labels=positive_labels, positive_queries=positive_queries,
+                                    negative_queries=negative_queries, negative_labels=negative_labels)
 
     # One bar over the stages; each stage's duration is logged as it ends.
     stages = 4 + len(lookups[1:])
@@ -39,7 +48,6 @@ def evaluate_run(*, index_dir, database_labels, positive_labels, database, posit
         logger.info("internal collisions: %d among %d positions", collisions, index.size)
 
         with bar.stage("exact lookups"):
-            ground_truth = read_ground_truth(positive_labels)
             positive = read_columns(positive_queries, {"code": kind, "logits": logits_kind})
             negative = read_columns(negative_queries, {"code": kind, "logits": logits_kind})
             retrieved = index.lookup(positive["code"])
@@ -69,6 +77,63 @@ def evaluate_run(*, index_dir, database_labels, positive_labels, database, posit
     document["provenance"] = run_provenance() if provenance is None else provenance
     write_json(document, out_path)
     return document
+
+
+def parquet_rows(path) -> int:
+    """The number of rows of a Parquet file (from its footer), or InputError naming it."""
+    read_schema(path)
+    with pq.ParquetFile(path) as reader:
+        return reader.metadata.num_rows
+
+
+def check_query_ids(path, labels_path, n_labels: int | None) -> None:
+    """The ``id`` column of a query file must be the rows 0..n-1 of its labels file in
+    order, n = ``n_labels`` (without a labels file: 0..n-1 over the file's own rows)."""
+    check_schema(path, {"id": pa.uint64()})
+    ids = pq.read_table(path, columns=["id"])["id"].to_numpy()
+    if n_labels is not None and len(ids) != n_labels:
+        raise InputError(f"{path}: {len(ids)} queries, but {labels_path} has {n_labels} label rows; "
+                         "expected one query per row of the labels file")
+    wrong = np.flatnonzero(ids != np.arange(len(ids), dtype=np.uint64))
+    if wrong.size:
+        row = int(wrong[0])
+        rows = f"the rows of {labels_path}" if labels_path is not None else "the query rows"
+        raise InputError(f"{path}: column 'id' must be 0..{len(ids) - 1} in order, {rows} (row {row} holds id "
+                         f"{int(ids[row])}: queries permuted, repeated or from other labels)")
+
+
+def check_run_inputs(index, *, index_dir, database, database_labels, positive_labels, positive_queries,
+                     negative_queries, negative_labels=None):
+    """Check that the files of one evaluation belong together; return the ground truth.
+
+    The index holds a whole database (no partition) of N positions, the merged fingerprint
+    database has N rows and so has its labels file; the ids of each query file are the
+    rows 0..n-1 of its labels file in order (one query per label row), and every
+    ground-truth position is below N. Each failure is an InputError naming both files.
+    """
+    header = Path(index_dir) / "header.json"
+    n = index.database_size
+    if index.prefix_bits or index.size != n:
+        raise InputError(f"{header}: an index of {index.size} of the {n} database positions (prefix of "
+                         f"{index.prefix_bits} bits); expected the index of the whole database {database}")
+    database_rows = parquet_rows(database)
+    if database_rows != n:
+        raise InputError(f"{database}: {database_rows} fingerprint rows, but the index {header} holds {n} "
+                         "database positions; expected the database the index was built from")
+    label_rows = parquet_rows(database_labels)
+    if label_rows != n:
+        raise InputError(f"{database_labels}: {label_rows} label rows, but {database} has {n} fingerprint rows; "
+                         "expected one label row per database position")
+    ground_truth = read_ground_truth(positive_labels)
+    offsets, positions = ground_truth
+    if positions.size and int(positions.max()) >= n:
+        query = int(np.searchsorted(offsets, int(np.argmax(positions)), side="right")) - 1
+        raise InputError(f"{positive_labels}: column 'ground_truth' row {query} holds position "
+                         f"{int(positions.max())}, expected positions below {n}, the rows of {database}")
+    check_query_ids(positive_queries, positive_labels, len(offsets) - 1)
+    n_negative = None if negative_labels is None else parquet_rows(negative_labels)
+    check_query_ids(negative_queries, negative_labels, n_negative)
+    return ground_truth
 
 
 def git_commit(directory) -> str | None:

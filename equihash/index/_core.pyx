@@ -14,6 +14,11 @@ the B code bytes are cut into ceil(B/8) words of 8 bytes, each read little-endia
 (the last one zero-padded); starting from ``h = 0x9E3779B97F4A7C15``, every word w
 updates ``h = mix64(h ^ w)`` where ``mix64`` is the splitmix64 finaliser. For B <= 8 this
 is a bijection of the code, so the key *is* the code, well mixed.
+
+The lookups trust no array: every directory range and posting-list range they read is
+checked against the array it indexes (two comparisons per query), and a range that
+breaks the layout raises :class:`CorruptIndex` instead of reading out of bounds, so even
+an index loaded without its checksums never crashes the process.
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
@@ -33,6 +38,28 @@ ctypedef fused idx_t:
     uint64_t
 
 cdef uint64_t HASH_SEED = 0x9E3779B97F4A7C15ULL
+
+# what a lookup found broken (CorruptIndex.array)
+cdef enum:
+    INTACT = 0
+    BAD_DIRECTORY = 1
+    BAD_OFFSETS = 2
+
+
+class CorruptIndex(ValueError):
+    """An index array breaks the layout: ``array`` names it ('directory' or 'offsets'),
+    the message says which entries."""
+
+    def __init__(self, array: str, message: str):
+        super().__init__(message)
+        self.array = array
+
+
+cdef object corrupt(int what, int64_t at, int64_t first, int64_t second, int64_t bound):
+    """The CorruptIndex of a range [first, second) at entry ``at`` that is not within [0, bound]."""
+    name = "directory" if what == BAD_DIRECTORY else "offsets"
+    return CorruptIndex(name, f"'{name}' entries {at} and {at + 1} are {first} and {second}: expected "
+                              f"0 <= {name}[{at}] <= {name}[{at + 1}] <= {bound}")
 
 # Radix sort: runs of at most INSERTION_MAX records are insertion-sorted; a longer run is
 # split by its next RADIX_BITS key bits (a stable counting sort), recursively.
@@ -294,10 +321,15 @@ def find_postings(const uint64_t[::1] keys, const idx_t[::1] directory, const ui
 
     Returns the number of queries whose postings were copied (all of them unless ``out``
     ran out of room; the caller then gathers the rest with :func:`gather_postings`).
+    Raises CorruptIndex when a directory range leaves [0, U] or a posting-list range
+    leaves [0, N].
     """
     cdef Py_ssize_t q = queries.shape[0], nbytes = queries.shape[1], step, j, i, s
     cdef Py_ssize_t capacity = out.shape[0], copied = 0
+    cdef int64_t n_keys = keys.shape[0], n_positions = positions.shape[0]
     cdef bint compare_codes = nbytes > 8
+    cdef int broken = INTACT
+    cdef int64_t broken_at = 0, broken_first = 0, broken_second = 0
     cdef uint64_t h, word
     cdef int64_t u, lo, hi, length, src, dst
     cdef uint64_t ring_key[RING]
@@ -328,6 +360,12 @@ def find_postings(const uint64_t[::1] keys, const idx_t[::1] directory, const ui
                 if ring_bucket[s] >= 0:
                     lo = directory[ring_bucket[s]]
                     hi = directory[ring_bucket[s] + 1]
+                    if lo > hi or hi > n_keys or lo < 0:
+                        broken = BAD_DIRECTORY
+                        broken_at = ring_bucket[s]
+                        broken_first = lo
+                        broken_second = hi
+                        break
                 else:
                     lo = 0
                     hi = 0
@@ -357,8 +395,16 @@ def find_postings(const uint64_t[::1] keys, const idx_t[::1] directory, const ui
                 s = j & (RING - 1)
                 u = ring_found[s]
                 if u >= 0:
-                    out_start[j] = offsets[u]
-                    length = offsets[u + 1] - offsets[u]
+                    lo = offsets[u]
+                    hi = offsets[u + 1]
+                    if lo > hi or hi > n_positions or lo < 0:
+                        broken = BAD_OFFSETS
+                        broken_at = u
+                        broken_first = lo
+                        broken_second = hi
+                        break
+                    out_start[j] = lo
+                    length = hi - lo
                     EQUIHASH_PREFETCH(&positions[out_start[j]])
                 else:
                     out_start[j] = 0
@@ -375,23 +421,40 @@ def find_postings(const uint64_t[::1] keys, const idx_t[::1] directory, const ui
                 else:
                     memcpy(&out[dst], &positions[src], length * sizeof(idx_t))
                 copied = j + 1
+    if broken != INTACT:
+        raise corrupt(broken, broken_at, broken_first, broken_second,
+                      n_keys if broken == BAD_DIRECTORY else n_positions)
     return copied
 
 
 def find_one(const uint64_t[::1] keys, const idx_t[::1] directory, const uint8_t[:, ::1] codes,
-             const idx_t[::1] offsets, const uint8_t[::1] query, int prefix_bits, uint64_t prefix,
-             int directory_bits):
+             const idx_t[::1] offsets, const idx_t[::1] positions, uint64_t database_size,
+             const uint8_t[::1] query, int prefix_bits, uint64_t prefix, int directory_bits):
     """``(start, length)`` of the posting list of one code, as :func:`find_postings`
-    without the batch machinery (the latency of a single query from Python)."""
-    cdef Py_ssize_t nbytes = query.shape[0], i
+    without the batch machinery (the latency of a single query from Python), with the
+    same range checks, and a check that its positions are below ``database_size``."""
+    cdef Py_ssize_t nbytes = query.shape[0], i, n_positions = positions.shape[0]
     cdef uint64_t h = hash_code(&query[0], nbytes), bucket
+    cdef int64_t lo, hi, p
     if prefix_bits > 0 and (h >> (64 - prefix_bits)) != prefix:
         return 0, 0
     bucket = top_bits(h, prefix_bits, directory_bits)
-    for i in range(<Py_ssize_t>directory[bucket], <Py_ssize_t>directory[bucket + 1]):
+    lo = directory[bucket]
+    hi = directory[bucket + 1]
+    if lo > hi or hi > keys.shape[0] or lo < 0:
+        raise corrupt(BAD_DIRECTORY, bucket, lo, hi, keys.shape[0])
+    for i in range(lo, hi):
         if keys[i] == h:
             if nbytes <= 8 or memcmp(&codes[i, 0], &query[0], nbytes) == 0:
-                return int(offsets[i]), int(offsets[i + 1] - offsets[i])
+                lo = offsets[i]
+                hi = offsets[i + 1]
+                if lo > hi or hi > n_positions or lo < 0:
+                    raise corrupt(BAD_OFFSETS, i, lo, hi, n_positions)
+                for p in range(lo, hi):
+                    if positions[p] >= database_size:
+                        raise CorruptIndex("positions", f"entry {p} is {positions[p]}, expected positions below "
+                                                        f"database_size = {database_size}")
+                return int(lo), int(hi - lo)
         elif keys[i] > h:
             break
     return 0, 0

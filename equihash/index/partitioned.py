@@ -110,7 +110,7 @@ class PartitionedIndex(Multiprobing):
                 bar.update()
             _write_manifest(tmp, prefix_bits, parts[0].nbytes, parts[0].database_size)
             del parts
-        return cls.load(out_dir, threads=threads)
+        return cls.load(out_dir, threads=threads, verify=False)  # each partition checksummed as it was written
 
     # ------------------------------------------------------------------ properties
     @property
@@ -183,8 +183,10 @@ class PartitionedIndex(Multiprobing):
             _write_manifest(tmp, self.prefix_bits, self.nbytes, self.database_size)
 
     @classmethod
-    def load(cls, directory, mmap: bool = True, *, threads: int | None = None) -> "PartitionedIndex":
-        """Open a saved partitioned index (each partition memory-mapped with ``mmap``).
+    def load(cls, directory, mmap: bool = True, *, verify: bool = True,
+             threads: int | None = None) -> "PartitionedIndex":
+        """Open a saved partitioned index (each partition memory-mapped with ``mmap``, its
+        checksums verified with ``verify``, as :meth:`InvertedIndex.load`).
 
         Raises InputError naming the file when the manifest is missing or malformed, or
         when a partition is missing, damaged (see :meth:`InvertedIndex.load`) or built
@@ -209,7 +211,8 @@ class PartitionedIndex(Multiprobing):
         if manifest.get("partitions") != _partition_names(prefix_bits):
             raise InputError(f"{path}: field 'partitions' is {manifest.get('partitions')!r}, "
                              f"expected {_partition_names(prefix_bits)!r}")
-        parts = [InvertedIndex.load(directory / name, mmap=mmap, threads=threads) for name in manifest["partitions"]]
+        parts = [InvertedIndex.load(directory / name, mmap=mmap, verify=verify, threads=threads)
+                 for name in manifest["partitions"]]
         for v, part in enumerate(parts):
             where = directory / manifest["partitions"][v] / "header.json"
             expected = (prefix_bits, v, manifest.get("nbytes"), manifest.get("database_size"))
