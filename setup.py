@@ -39,6 +39,8 @@ setup(
         "jsonschema>=4.0",
         "matplotlib>=3.7",
         "pillow>=10.0",
+        # snakemake --report needs it
+        "pygments>=2.10",
         # its wheel embeds the photographs of the default OpenImagesMosaic bank
         "scikit-image>=0.22",
         # the perceptual-hash baselines (equihash.nn.perceptual): pHash, dHash, aHash, wHash; PDQ

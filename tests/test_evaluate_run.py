@@ -30,7 +30,7 @@ import pytest
 
 import equihash
 from equihash.config import config_sha256
-from equihash.evaluate.run import evaluate_run, git_commit, run_provenance
+from equihash.evaluate.run import evaluate_run, git_commit, git_dirty, run_provenance
 from equihash.index import InvertedIndex
 from equihash.io import InputError, codes_array, labels_array, logits_array, write_table
 
@@ -177,7 +177,7 @@ def git(directory, *args) -> str:
 
 def test_provenance_names_the_code_version_the_config_hash_and_the_shard_count(tmp_path):
     provenance = run_provenance(run_config={"b": 1, "a": [1, 2]}, nb_shards=3)
-    assert list(provenance) == ["equihash_version", "git_commit", "config_sha256", "nb_shards"]
+    assert list(provenance) == ["equihash_version", "git_commit", "dirty", "config_sha256", "nb_shards"]
     assert provenance["equihash_version"] == equihash.__version__
     assert provenance["config_sha256"] == hashlib.sha256(b'{"a":[1,2],"b":1}').hexdigest()
     assert provenance["nb_shards"] == 3
@@ -197,3 +197,14 @@ def test_provenance_names_the_code_version_the_config_hash_and_the_shard_count(t
     assert git_commit(checkout) == git(checkout, "log", "-1", "--format=%H")
     assert len(git_commit(checkout)) == 40
     assert git_commit(checkout / "sub") is None
+    # dirty: a changed tracked file or a new untracked one; an ignored file is not
+    assert git_dirty(checkout) is False and git_dirty(tmp_path) is None
+    (checkout / ".gitignore").write_text("results/\n")
+    assert git_dirty(checkout) is True
+    git(checkout, "add", ".gitignore")
+    git(checkout, "commit", "-q", "-m", "two")
+    (checkout / "results").mkdir()
+    (checkout / "results" / "x").write_text("y")
+    assert git_dirty(checkout) is False
+    (checkout / "sub" / "f").write_text("changed")
+    assert git_dirty(checkout) is True

@@ -27,7 +27,12 @@ def test_readme_has_two_one_line_commands_and_ci_runs_the_test_one_verbatim():
     # the test command last; before it, as root only, the SLURM cluster of tests/test_slurm.py
     # and the chromium of tests/test_report.py
     assert ci_lines[-1] == commands[1]
-    setup = [line.strip() for line in ci_lines[:-1]]
+    # before it: a fresh virtual environment without site-packages and the quickstart's install
+    # (with a dry run of the default run)
+    venv, activate, install = ci_lines[-4:-1]
+    assert "python3 -m venv" in activate and "--system-site-packages" not in activate and "source" in activate
+    assert install == commands[0].replace("snakemake --cores all", "snakemake -n --quiet")
+    setup = [line.strip() for line in ci_lines[:-4]]
     assert setup[0] == 'if [ "$(id -u)" = 0 ]; then' and setup[-1] == "fi"
     assert all(any(word in line for word in ("slurm", "chromium", "then", "fi")) for line in setup)
 

@@ -75,9 +75,9 @@ def test_ablation_figure_points_and_error_bars_are_mean_and_std_over_seeds(tmp_p
         line, _, (bars,) = container.lines
         assert list(line.get_xdata()) == [0.005, 0.01, 0.02]
         assert list(line.get_ydata()) == pytest.approx(stats["mean"].tolist())
-        spans = [(low[1], high[1]) for low, high in bars.get_segments()]
+        spans = np.array([(low[1], high[1]) for low, high in bars.get_segments()])
         std = stats["std"].fillna(0.0)  # one seed: no error bar
-        assert spans == pytest.approx(list(zip(stats["mean"] - std, stats["mean"] + std)))
+        np.testing.assert_allclose(spans, np.stack([stats["mean"] - std, stats["mean"] + std], axis=1), rtol=1e-6)
         assert ax.get_xscale() == "linear"  # 0.005 .. 0.02 spans less than a factor 10
 
 

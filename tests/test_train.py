@@ -213,3 +213,46 @@ def test_thesis_models_pseudosh_and_shquad_train_the_shannon_hamming_objective(t
         run.run(stop_after=1)
         assert run.step == 1
     assert run.objective.gradient == "pseudo-smooth"
+
+
+def test_checkpoint_of_other_images_is_not_resumed(tmp_path):
+    trainer(tmp_path).run(stop_after=2)
+    other = BANK.copy()
+    other[7, 3, 3] ^= 1  # one pixel of one training image
+    moved = Trainer(task="MnistMosaic", model="ShannonHamming", train_mosaic=MnistMosaic(other, sigma=0.2),
+                    valid_mosaic=VALID, nbits=16, task_params=NOISE, params=PARAMS, checkpoint_dir=tmp_path)
+    assert not moved.try_resume()
+    other_valid = Trainer(task="MnistMosaic", model="ShannonHamming", train_mosaic=TRAIN,
+                          valid_mosaic=MnistMosaic(BANK[20:], sigma=0.2), nbits=16, task_params=NOISE,
+                          params=PARAMS, checkpoint_dir=tmp_path)
+    assert not other_valid.try_resume()
+    assert trainer(tmp_path).try_resume()
+
+
+def test_a_diverging_step_stops_naming_it_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    run = trainer(tmp_path)
+    run.run(stop_after=2)  # checkpoint at step 2
+    saved = run.checkpoint_path().read_bytes()
+    resumed = trainer(tmp_path)
+    original = resumed.objective.logits_gradient
+
+    def diverging(z, **kwargs):
+        grad, stats = original(z, **kwargs)
+        return grad, {**stats, "loss": float("nan")} if kwargs["step"] == 2 else stats
+
+    monkeypatch.setattr(resumed.objective, "logits_gradient", diverging)
+    assert resumed.try_resume()
+    before = {k: v.clone() for k, v in resumed.net.state_dict().items()}
+    with pytest.raises(InputError, match=r"training diverged at step 3: NaN or infinite loss or gradient.*last good "
+                                         r"checkpoint .*last\.pt"):
+        resumed.run()
+    assert run.checkpoint_path().read_bytes() == saved
+    resumed_state = resumed.net.state_dict()
+    # nothing of the diverging step was applied (the weights are those of step 2)
+    assert resumed.step == 2 and all(torch.equal(before[k], resumed_state[k]) for k in before if "running" not in k
+                                     and "num_batches" not in k)
+    with pytest.raises(InputError, match="step 1: NaN or infinite logits"):
+        bad = trainer(tmp_path / "fresh")
+        with torch.no_grad():
+            next(bad.net.parameters()).fill_(float("inf"))
+        bad.run()

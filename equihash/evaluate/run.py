@@ -149,14 +149,31 @@ def git_commit(directory) -> str | None:
     return out[1]
 
 
+def git_dirty(directory) -> bool | None:
+    """Whether the checkout whose top level is ``directory`` differs from its HEAD commit
+    (changed, staged or untracked files that .gitignore does not exclude); None when
+    ``directory`` is not the top of a checkout."""
+    if git_commit(directory) is None:
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(directory), "status", "--porcelain"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.strip())
+
+
 def run_provenance(*, run_config: dict | None = None, nb_shards: int | None = None) -> dict:
     """Where a metrics.json comes from: the equihash version, the git commit of the code
-    when it runs from a checkout (else None), the sha256 of the run's configuration and the
-    number of database encode shards (None when unknown). Figures do not depend on the
+    when it runs from a checkout (else None) and whether that checkout had uncommitted
+    changes (``dirty``; None outside a checkout), the sha256 of the run's configuration and
+    the number of database encode shards (None when unknown). Figures do not depend on the
     shard count; it is recorded to reproduce the job layout."""
+    root = Path(equihash.__file__).resolve().parents[1]
     return {
         "equihash_version": equihash.__version__,
-        "git_commit": git_commit(Path(equihash.__file__).resolve().parents[1]),
+        "git_commit": git_commit(root),
+        "dirty": git_dirty(root),
         "config_sha256": None if run_config is None else config_sha256(run_config),
         "nb_shards": None if nb_shards is None else int(nb_shards),
     }

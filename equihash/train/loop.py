@@ -45,7 +45,7 @@ from equihash.config import config_sha256
 from equihash.data.keyed import KeyedRandom
 from equihash.codes import pack_codes
 from equihash.data.mosaic import distinct_labels
-from equihash.data.tasks import open_mosaics
+from equihash.data.tasks import array_identity, open_mosaics
 from equihash.io import InputError, atomic_path, write_table
 from equihash.nn import network_for_task
 from equihash.nn.cpu import keep_freed_memory
@@ -138,8 +138,13 @@ class Trainer:
             raise InputError(f"unknown model '{model}'; known models: {', '.join(sorted(MODEL_OBJECTIVES))}")
         self.task, self.model, self.nbits, self.params = task, model, nbits, params
         self.resolved = {"task": task, "model": model, "nbits": nbits, **(task_params or {}), **params}
-        self.hash = config_sha256(self.resolved)
         self.train_mosaic, self.valid_mosaic = train_mosaic, valid_mosaic
+        # A checkpoint resumes only the training it was written by: the same settings on the
+        # same images (the train and valid splits) and, for OpenImagesMosaic, the same Perlin file.
+        data = {"train": array_identity(train_mosaic.bank), "valid": array_identity(valid_mosaic.bank)}
+        if getattr(train_mosaic, "perlin", None) is not None:
+            data["perlin"] = [array_identity(field) for field in train_mosaic.perlin]
+        self.hash = config_sha256({"settings": self.resolved, "data": data})
         self.seed = int(params["seed"])
         self.rows_per_step = params["batch_size"] * params["batches_per_step"]
         self.labels_rng = KeyedRandom(self.seed, "train", "train_labels")
@@ -223,6 +228,13 @@ class Trainer:
         targets = {k: v.to(device) for k, v in targets.items()}
         grad, stats = self.objective.logits_gradient(
             logits, step=self.step, rng=self.objective_rng.at(self.step), **targets)
+        if not (torch.isfinite(logits).all() and torch.isfinite(grad).all() and np.isfinite(stats["loss"])):
+            kept = self.checkpoint_path()
+            raise InputError(f"training diverged at step {self.step + 1}: NaN or infinite "
+                             f"{'logits' if not torch.isfinite(logits).all() else 'loss or gradient'}; nothing of "
+                             f"this step was applied and the last good checkpoint "
+                             f"{kept if kept.exists() else '(none yet)'} is kept (lower learning_rate, or "
+                             "look at the objective's settings)")
         for i, batch in enumerate(batches):
             out = forward(batch) if recompute else outputs[i]
             out.backward(grad[i * len(batch):(i + 1) * len(batch)])

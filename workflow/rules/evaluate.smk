@@ -6,6 +6,7 @@ rule evaluate:
         index_dir=INDEX,
         database_labels=f"{LABELS}/database.parquet",
         positive_labels=f"{LABELS}/positive_queries.parquet",
+        negative_labels=f"{LABELS}/negative_queries.parquet",
         database=f"{FINGERPRINTS}/database.parquet",
         positive_queries=f"{FINGERPRINTS}/positive_queries.parquet",
         negative_queries=f"{FINGERPRINTS}/negative_queries.parquet",
