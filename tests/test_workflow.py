@@ -333,3 +333,14 @@ def test_a_changed_objective_weight_plans_training_and_downstream_only(run):
                     "encode_queries": 1, "index": 1, "evaluate": 1, "report_run": 1, "summary": 1}
     dry = snakemake(workdir, "-n", config=config)
     assert "Params have changed" in dry.stdout and "rule labels" not in dry.stdout
+
+
+def test_changed_bank_splits_retrain_instead_of_resuming_the_old_checkpoint(run):
+    # The checkpoint of the last training stays beside the model (not an output): a run on a
+    # bank of other splits must train afresh, not resume it.
+    workdir, _ = run
+    config = with_changes(tasks__MnistMosaic__bank__splits={"train": 250, "valid": 150, "test": 100})
+    target = f"results/models/{RUN.rsplit('/', 1)[0]}/model.pt"
+    snakemake(workdir, target, config=config)
+    log = (workdir / "results" / "logs" / "train" / (RUN.rsplit("/", 1)[0] + ".log")).read_text()
+    assert "checkpoint of another configuration, starting afresh" in log and "resumed" not in log
