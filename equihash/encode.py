@@ -20,14 +20,16 @@ and encodes only the rest, then writes the shard file, byte-identical to an
 uninterrupted run, and removes the partial directory. The directory is not a rule
 output, so Snakemake keeps it when a job fails. Its ``spec.json`` records what every
 part depends on besides its labels (SHA-256 of the model file bytes and of the bank
-split, seed, split, shard range, part size, forward batch, torch version): a partial
-state of another model, bank or shard is discarded, never mixed in.
+split, seed, split, shard range, part size, forward batch, torch version, device and, on
+the CPU, what selects its kernels: :func:`cpu_kernels`): a partial state of another model,
+bank, shard or kind of CPU is discarded, never mixed in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -59,6 +61,31 @@ def shard_range(n: int, shard: int, nb_shards: int) -> tuple[int, int]:
     return n * shard // nb_shards, n * (shard + 1) // nb_shards
 
 
+#: CPU features that decide which kernels torch (ATen) and oneDNN run the network with.
+KERNEL_FEATURES = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_kernels() -> dict:
+    """What selects the CPU kernels of the network's pass, and so the last bits of its
+    float32 logits: ATen's vector capability, oneDNN's ceiling (``ONEDNN_MAX_CPU_ISA``, unset
+    by default) and the CPU's instruction-set features. Two machines that agree on these run
+    the same kernels; others may round a logit differently by about 1e-7 (measured between
+    AVX-512 and AVX2 kernels), which flips a fingerprint bit only when the logit lies that
+    close to 0. The resumption spec of a shard records it, so that a shard resumed on
+    another kind of CPU is recomputed, never mixed."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return {"aten": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+            "features": [feature for feature in KERNEL_FEATURES if feature in flags]}
+
+
 class Encoder:
     """A trained network and its task's mosaic: labels -> logits for keyed instances."""
 
@@ -85,6 +112,8 @@ class Encoder:
             "torch": torch.__version__,
             "device": self.device.type,
         }
+        if self.device.type == "cpu":
+            self.identity["cpu_kernels"] = cpu_kernels()
         if perlin is not None:
             self.identity["perlin"] = [array_identity(field) for field in self.mosaic.perlin]
 
