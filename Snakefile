@@ -1,4 +1,4 @@
-# equihash: train, encode, index and evaluate deep equihash functions (THESIS.md).
+# equihash: train, encode, index and evaluate deep equihash functions (the thesis).
 # snakemake --cores all            the default run (config/config.yaml)
 # snakemake -n                     what would run, and why
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Inverted index and evaluation at scale (THESIS.md sections 8-10), against faiss-cpu.
+"""Inverted index and evaluation at scale (the thesis' sections 8-10), against faiss-cpu.
 
 Codes. N database items draw their labels with replacement among N classes, so 1/e = 37%
 of the positions repeat an earlier label; the code of a label is a fixed random 64-bit
@@ -222,7 +222,7 @@ def measure_faiss(n: int, seed: int, threads: int) -> dict:
 
 
 def write_fingerprints(labels_dir: Path, out: Path, bank_size: int, seed: int) -> None:
-    """Fingerprint files of ARTIFACTS.md from the labels files, with the synthetic encoder."""
+    """Fingerprint files of equihash/io.py from the labels files, with the synthetic encoder."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

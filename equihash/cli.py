@@ -2,9 +2,9 @@
 
 Each subcommand calls exactly the library function that the stage's Snakemake script
 (``workflow/scripts/*.py``) calls, with the same arguments, so a stage run by hand writes
-the same artifacts (shared/ARTIFACTS.md) as the workflow::
+the same artifacts (equihash/io.py) as the workflow::
 
-    equihash prepare bank.hdf5                                       # image bank (THESIS.md 2)
+    equihash prepare bank.hdf5                                       # image bank (the thesis' section 2)
     equihash perlin perlin180x270.hdf5 --fields 1024                 # Perlin noise (3, OpenImagesMosaic)
     equihash labels labels/ --bank bank.hdf5 --size 100000           # database, queries, pairs (4)
     equihash train model/ --bank bank.hdf5 --config config.yaml      # learn the equihash function (6)
@@ -211,7 +211,7 @@ def encoder_for(args):
 
 # --------------------------------------------------------------------------- subcommands
 def run_prepare(args) -> None:
-    """Write a task's image bank (THESIS.md 2) from embedded data, the thesis files or your own images."""
+    """Write a task's image bank (the thesis' section 2) from embedded data, the thesis files or your own images."""
     log = logging.getLogger("equihash")
     args.source = args.source or SOURCES[args.task][0]
     if args.source not in SOURCES[args.task]:
@@ -230,14 +230,14 @@ def run_prepare(args) -> None:
 
 
 def run_perlin(args) -> None:
-    """Generate the Perlin noise file of the OpenImagesMosaic noise (THESIS.md 3)."""
+    """Generate the Perlin noise file of the OpenImagesMosaic noise (the thesis' section 3)."""
     from equihash.data.perlin import generate_perlin_file
 
     generate_perlin_file(args.out, args.fields, periods=tuple(args.periods), seed=args.seed)
 
 
 def run_labels(args) -> None:
-    """Write the labels of one database and its positive/negative queries and negative pairs (THESIS.md 4)."""
+    """Write the labels of one database and its positive/negative queries and negative pairs (the thesis' section 4)."""
     from equihash.data.labels import write_labels
     from equihash.data.mosaic import task_class
     from equihash.data.tasks import bank_split_sizes
@@ -253,7 +253,7 @@ def run_labels(args) -> None:
 
 
 def run_train(args) -> None:
-    """Train (or resume from the last checkpoint) one deep equihash function (THESIS.md 6)."""
+    """Train (or resume from the last checkpoint) one deep equihash function (the thesis' section 6)."""
     from equihash.train.loop import train_model
 
     nbits, options, params = training_settings(args.config, args.task, args.model, args.steps)
@@ -267,7 +267,7 @@ def run_train(args) -> None:
 
 
 def run_encode(args) -> None:
-    """Fingerprint the database, or one contiguous shard of it (THESIS.md 7)."""
+    """Fingerprint the database, or one contiguous shard of it (the thesis' section 7)."""
     from equihash.encode import encode_database_shard, shard_range
 
     shard_range(0, args.shard, args.nb_shards)  # a bad shard index fails before the model loads
@@ -285,7 +285,7 @@ def run_merge(args) -> None:
 
 
 def run_encode_queries(args) -> None:
-    """Fingerprints and logits of the positive and negative queries, codes of the triplets (THESIS.md 7)."""
+    """Fingerprints and logits of the positive and negative queries, codes of the triplets (the thesis' section 7)."""
     from equihash.encode import encode_queries
 
     set_threads(args)
@@ -296,14 +296,14 @@ def run_encode_queries(args) -> None:
 
 
 def run_index(args) -> None:
-    """Build the inverted index, fingerprint -> database positions (THESIS.md 8), and save it."""
+    """Build the inverted index, fingerprint -> database positions (the thesis' section 8), and save it."""
     from equihash.index import InvertedIndex
 
     InvertedIndex.build_parquet(args.database, args.out_dir)
 
 
 def run_evaluate(args) -> None:
-    """Equidict, equiset and binary figures and the multi-probe list (THESIS.md 9, 10) -> metrics.json."""
+    """Equidict, equiset and binary figures and the multi-probe list (the thesis' sections 9, 10) -> metrics.json."""
     from equihash.evaluate.run import evaluate_run
 
     labels, fingerprints = Path(args.labels_dir), Path(args.fingerprints_dir)
@@ -325,7 +325,7 @@ def run_evaluate(args) -> None:
 def run_search(args) -> None:
     """Query the index of a run by query id or by image; print the retrieved positions and draw the demo grid.
 
-    THESIS.md 8-10, see equihash.search. A query id is a row of the run's positive (or, with
+    the thesis' sections 8-10, see equihash.search. A query id is a row of the run's positive (or, with
     --negative, negative) queries; an image is a PNG mosaic of the task that --model encodes.
     """
     from equihash.data.tasks import open_mosaic
@@ -514,7 +514,7 @@ COMMANDS: dict[str, Command] = {
             help="merged database fingerprints (written by merge)"),
     ]),
     "evaluate": Command(run_evaluate, [
-        arg("out_json", metavar="OUT_JSON", help="metrics.json to write (shared/ARTIFACTS.md)"),
+        arg("out_json", metavar="OUT_JSON", help="metrics.json to write (equihash/io.py)"),
         arg("--index-dir", required=True, metavar="DIR", help="index folder (written by index)"),
         arg("--labels-dir", required=True, metavar="DIR",
             help="labels folder (database.parquet, positive_queries.parquet, negative_queries.parquet)"),

@@ -1,4 +1,4 @@
-"""Artifact schemas (shared/ARTIFACTS.md), atomic writes and validated readers.
+"""Artifact schemas (equihash/io.py), atomic writes and validated readers.
 
 Every artifact is written to a temporary name in its own directory and renamed
 when complete, so an interrupted job never leaves a file that looks finished. The

@@ -1,4 +1,4 @@
-"""The mosaic-examples picture (issue 3 item 5): layout, gutter, keyed content, deterministic PNG."""
+"""The mosaic-examples picture: layout, gutter, keyed content, deterministic PNG."""
 
 import io
 

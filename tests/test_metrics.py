@@ -304,7 +304,7 @@ def test_multiprobe_entry_hand_example():
 
 def test_metrics_document_layout():
     document = _document(multiprobe_entry)
-    # Key order and nesting of the ARTIFACTS.md metrics.json example.
+    # Key order and nesting of the equihash/io.py metrics.json example.
     assert list(document) == ["task", "model", "variant", "database", "nbits", "database_size",
                               "internal_collisions", "equidict", "equiset", "binary",
                               "multiprobe"]

@@ -1,4 +1,4 @@
-"""Keyed randomness, MnistMosaic instances (THESIS.md 2.1, 4) and MnistMosaicCNN (5)."""
+"""Keyed randomness, MnistMosaic instances (the thesis' sections 2.1, 4) and MnistMosaicCNN (5)."""
 
 import hashlib
 import subprocess

@@ -1,4 +1,4 @@
-"""Progress reporting (issue 7 item 3): bars on a terminal, plain lines in the log file.
+"""Progress reporting: bars on a terminal, plain lines in the log file.
 
 A fake clock makes the periodic lines exact; a pseudo-terminal stands in for the user's
 terminal. Every log file is checked for carriage returns. The stages that report

@@ -1,9 +1,9 @@
-"""The mosaic-examples picture (issue 3 item 5): clean and noisy instances side by side.
+"""The mosaic-examples picture: clean and noisy instances side by side.
 
 ``mosaic_examples`` draws ``count`` keyed random labels of distinct ids from one split and
 lays out one row per label, ``[clean | noisy]``, on a white background with a gutter of a
 few pixels around and between the tiles, so a reader sees what the instance noise of a
-task does (THESIS.md 2.1 Gaussian pixel noise, 2.2 colour jitter and Perlin flow).
+task does (the thesis' section 2.1 Gaussian pixel noise, 2.2 colour jitter and Perlin flow).
 
 Labels come from ``KeyedRandom(seed, split, "examples_labels")`` item 0 and the noisy
 instance of row r is instance r of ``KeyedRandom(seed, split, "examples")``, so the

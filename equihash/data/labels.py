@@ -1,8 +1,8 @@
-"""Labels of a procedural database and of its queries (THESIS.md section 4).
+"""Labels of a procedural database and of its queries (the thesis' section 4).
 
 A *label* is the tuple of ``m`` image ids a mosaic is built from; two instances are
 equivalent (ground-truth duplicates) iff their labels are equal. This module writes
-the four labels artifacts of ARTIFACTS.md for one database:
+the four labels artifacts of equihash/io.py for one database:
 
 ``database.parquet``
     ``labels`` fixed_size_list<uint32>[m], one row per database position, in order.
@@ -495,7 +495,7 @@ def write_labels(
     split: str,
     progress=None,
 ) -> dict:
-    """Write the labels of one database and its queries into ``out_dir`` (THESIS.md 4).
+    """Write the labels of one database and its queries into ``out_dir`` (the thesis' section 4).
 
     Semantics, with T = bank_size**m label tuples:
 

@@ -1,4 +1,4 @@
-"""Inverted index: fingerprint -> posting list of database positions (THESIS.md section 8).
+"""Inverted index: fingerprint -> posting list of database positions (the thesis' section 8).
 
 An equihash function makes near-duplicate retrieval an exact lookup: the retrieved set
 of a query is every database position whose fingerprint equals the query's. The thesis
@@ -327,7 +327,7 @@ def _directory(keys: np.ndarray, prefix_bits: int, index_dtype) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- Parquet input
 def _open_database(path: Path) -> tuple[int, int]:
-    """Check the merged fingerprint database's schema (ARTIFACTS.md); its code width B and rows N."""
+    """Check the merged fingerprint database's schema (equihash/io.py); its code width B and rows N."""
     schema = read_schema(path)
     for name in ("id", "code"):
         if name not in schema.names:
@@ -516,13 +516,13 @@ class _SpillPlan:
 
 # ----------------------------------------------------------------------------- the index
 class InvertedIndex(Multiprobing):
-    """Map each fingerprint to the increasing database positions holding it (THESIS.md 8).
+    """Map each fingerprint to the increasing database positions holding it (the thesis' section 8).
 
     Build with :meth:`build` (codes in memory), :meth:`from_parquet` (a merged fingerprint
     database, read into memory), :meth:`build_parquet` (the same in bounded memory, written
     to a directory) or :meth:`load` (a saved index, memory-mapped). Query with
     :meth:`lookup` (exact fingerprints) or :meth:`multiprobe` (the L most likely
-    fingerprints of logits, THESIS.md 10). Results are CSR pairs ``(offsets, positions)``:
+    fingerprints of logits, the thesis' section 10). Results are CSR pairs ``(offsets, positions)``:
     the retrieved set of query j is ``positions[offsets[j]:offsets[j+1]]``, increasing.
     Layout and format: the module docstring.
     """
@@ -586,7 +586,7 @@ class InvertedIndex(Multiprobing):
     def from_parquet(cls, path, *, threads: int | None = None,
                      batch_rows: int = PARQUET_BATCH_ROWS) -> "InvertedIndex":
         """Index a merged fingerprint database (columns ``id`` uint64 = 0..N-1 in order,
-        ``code`` fixed_size_binary[B]; shared/ARTIFACTS.md), reading all codes into memory
+        ``code`` fixed_size_binary[B]; equihash/io.py), reading all codes into memory
         (B bytes per code, plus 12 while building). :meth:`build_parquet` bounds the memory."""
         path = Path(path)
         nbytes, n = _open_database(path)

@@ -1,4 +1,4 @@
-"""``MnistMosaicCNN`` (THESIS.md 5): the NoisyMnist mosaic network."""
+"""``MnistMosaicCNN`` (the thesis' section 5): the NoisyMnist mosaic network."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Results a researcher looks at: the run summary, figures and HTML reports (issue 7).
+"""Results a researcher looks at: the run summary, figures and HTML reports.
 
 - :mod:`~equihash.report.summary`: every figure of every metrics.json in one flat table
   (``results/summary.csv`` and ``summary.md``).
 - :mod:`~equihash.report.ablation`: a variant table's runs against the varied parameter,
-  mean and standard deviation over seeds (THESIS.md 6.5).
+  mean and standard deviation over seeds (the thesis' section 6.5).
 - :mod:`~equihash.report.plots`: Hamming-distance histograms of triplet pairs, the
   prioritised multi-probing curve, ablation figures (deterministic PNG bytes).
 - :mod:`~equihash.report.html`: a run's metrics page for ``snakemake --report``, and

@@ -1,4 +1,4 @@
-"""Runs and where their artifacts live (shared/ARTIFACTS.md), for the report and the summary.
+"""Runs and where their artifacts live (equihash/io.py), for the report and the summary.
 
 A *run* is one (task, model, variant, database): one metrics.json. The paths below mirror
 the workflow's layout (``workflow/rules/common.smk``) so that the library finds a run's
@@ -29,7 +29,7 @@ class Run(NamedTuple):
 
 @dataclass
 class Ablation:
-    """A variant table to plot (THESIS.md 6.5): variant -> {varied key: value} of its rows
+    """A variant table to plot (the thesis' section 6.5): variant -> {varied key: value} of its rows
     (``equihash.report.ablation.variant_parameters``) and the databases its runs were
     evaluated on; its runs are every (variant, database)."""
 

@@ -1,4 +1,4 @@
-"""The run summary: every figure of every metrics.json (THESIS.md 9 and 10) in one flat table.
+"""The run summary: every figure of every metrics.json (the thesis' sections 9 and 10) in one flat table.
 
 One row per run (task, model, variant, database); one column per figure, named by its
 path in metrics.json (``equidict.recall``, ``equiset.false_positive_rate``,
@@ -37,7 +37,7 @@ HEADLINE = ["database_size", "equidict.recall", "equidict.perfect_retrieval_rate
 
 
 def read_metrics(path) -> dict:
-    """A metrics.json (shared/ARTIFACTS.md), checked for the keys the summary and report read.
+    """A metrics.json (equihash/io.py), checked for the keys the summary and report read.
 
     InputError names the file and the missing or malformed key."""
     path = Path(path)

@@ -1,4 +1,4 @@
-"""Evaluation during training (THESIS.md 6.6), computed from fingerprints.
+"""Evaluation during training (the thesis' section 6.6), computed from fingerprints.
 
 Every ``eval_freq`` steps the training loop encodes a fixed, seeded set of triplets
 (anchor, positive, negative) on the train and valid splits: the anchor and the positive
@@ -160,7 +160,7 @@ def worst_entropy(codes: np.ndarray, family: np.ndarray, *, max_chunk_elements: 
 
 def training_figures(anchor: np.ndarray, positive: np.ndarray, negative: np.ndarray,
                      families: Mapping[int, np.ndarray]) -> dict:
-    """The fingerprint figures of one evaluation (one split) of THESIS.md 6.6.
+    """The fingerprint figures of one evaluation (one split) of the thesis' section 6.6.
 
     ``anchor``, ``positive``, ``negative``: (n, B) uint8 packed fingerprints of the n
     evaluation triplets. ``families``: ``{s: (F, s) subset family}`` for s = 1..4

@@ -1,4 +1,4 @@
-"""The training loop (THESIS.md 6): endless fresh keyed instances, the two-pass step of 6.1,
+"""The training loop (the thesis' section 6): endless fresh keyed instances, the two-pass step of 6.1,
 evaluation every ``eval_every`` steps (6.6), periodic checkpoints and exact resumption.
 
 Every random draw is keyed: the labels of step ``s`` come from the stream
@@ -96,7 +96,7 @@ def class_labels(generator: np.random.Generator, n: int, bank_size: int, cells: 
 
 
 class EvalSet:
-    """The fixed, seeded triplets of THESIS.md 6.6 for one split."""
+    """The fixed, seeded triplets of the thesis' section 6.6 for one split."""
 
     def __init__(self, mosaic, split: str, size: int, seed: int):
         gen = KeyedRandom(seed, split, "eval_labels").at(0)

@@ -29,7 +29,7 @@ from equihash.train.loop import Trainer
 from fault_harness import counting_fault_points, leftovers, one_thread, run_child, snapshot
 from fault_stages import ENCODE_ROWS, OUTPUTS, PART_ROWS, STAGES, train_params
 
-SEED = 8  # issue 8
+SEED = 8
 CHECKPOINT = "model/checkpoints/last.pt"
 POINTS = 5
 DELAY_STAGES = ("index",)  # too few fault points: killed after random delays as well

@@ -1,4 +1,4 @@
-# Encoding (THESIS.md 7): one job per database shard, their merge, queries and triplets.
+# Encoding (the thesis' section 7): one job per database shard, their merge, queries and triplets.
 
 
 rule encode_shard:

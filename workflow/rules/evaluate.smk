@@ -1,4 +1,4 @@
-# Metrics (THESIS.md 9) and prioritised multi-probing (THESIS.md 10).
+# Metrics (the thesis' section 9) and prioritised multi-probing (the thesis' section 10).
 
 
 rule evaluate:

@@ -1,4 +1,4 @@
-# The inverted index (THESIS.md 8): fingerprint -> database positions.
+# The inverted index (the thesis' section 8): fingerprint -> database positions.
 
 
 rule index:
