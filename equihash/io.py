@@ -1,4 +1,4 @@
-"""Artifact schemas (equihash/io.py), atomic writes and validated readers.
+"""Artifact schemas (docs/artifacts.md), atomic writes and validated readers.
 
 Every artifact is written to a temporary name in its own directory and renamed
 when complete, so an interrupted job never leaves a file that looks finished. The
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from equihash.progress import fault_point
+from equihash.fault_injection import fault_point
 
 
 class InputError(ValueError):
@@ -97,7 +97,7 @@ def atomic_path(path, *, directory=False):
     a whole, even when two commit at once); on entry only the temporaries of writers
     gone from this host are removed (:func:`stale_temporaries`).
     The rename is a fault point
-    (``equihash.progress.fault_point``). The artifact gets the permissions a plain
+    (``equihash.fault_injection``). The artifact gets the permissions a plain
     ``open`` would give it (0666, or 0777 for a directory, less the umask), not the
     owner-only mode of a temporary file, so collaborators of a shared results folder
     can read it.
@@ -227,6 +227,33 @@ def query_schema(nbytes: int) -> pa.Schema:
 
 def triplet_schema(nbytes: int) -> pa.Schema:
     return pa.schema([(name, code_type(nbytes)) for name in ("anchor", "positive", "negative")])
+
+
+def labels_schema(m: int) -> pa.Schema:
+    return pa.schema([("labels", labels_type(m))])
+
+
+def positive_labels_schema(m: int) -> pa.Schema:
+    return pa.schema([("labels", labels_type(m)), ("ground_truth", pa.list_(pa.uint64()))])
+
+
+def negative_pairs_schema(m: int) -> pa.Schema:
+    return pa.schema([("anchor", labels_type(m)), ("negative", labels_type(m))])
+
+
+#: Every Parquet artifact with a fixed schema: its path under ``results`` (docs/artifacts.md)
+#: -> its schema for m cells per mosaic and B bytes per code.
+PARQUET_ARTIFACTS = {
+    "labels/{task}/{db}/database.parquet": lambda m, nbytes: labels_schema(m),
+    "labels/{task}/{db}/positive_queries.parquet": lambda m, nbytes: positive_labels_schema(m),
+    "labels/{task}/{db}/negative_queries.parquet": lambda m, nbytes: labels_schema(m),
+    "labels/{task}/{db}/negative_pairs.parquet": lambda m, nbytes: negative_pairs_schema(m),
+    "fingerprints/{task}/{model}/{variant}/{db}/shards/{i}-of-{n}.parquet": lambda m, nbytes: fingerprint_schema(nbytes),
+    "fingerprints/{task}/{model}/{variant}/{db}/database.parquet": lambda m, nbytes: fingerprint_schema(nbytes),
+    "fingerprints/{task}/{model}/{variant}/{db}/positive_queries.parquet": lambda m, nbytes: query_schema(nbytes),
+    "fingerprints/{task}/{model}/{variant}/{db}/negative_queries.parquet": lambda m, nbytes: query_schema(nbytes),
+    "fingerprints/{task}/{model}/{variant}/{db}/triplets.parquet": lambda m, nbytes: triplet_schema(nbytes),
+}
 
 
 # --------------------------------------------------------------------------- readers

@@ -16,30 +16,19 @@ counts its work with a :class:`Progress`:
 Stages made of a few long vectorised steps (evaluation) count the steps with
 :meth:`Progress.stage`, which also logs each step's duration.
 
-Fault injection (tests/faults/). Every ``Progress.update`` (a batch of mosaics, a
-training step, a chunk of labels, a batch of codes read into the index, a stage of an
-evaluation) and every commit of an atomic write (``equihash.io.atomic_path``, just
-before the rename) is a *fault point*. With ``EQUIHASH_FAULT_AFTER=n`` in the
-environment a process kills itself with SIGKILL at its n-th fault point, as a
-preempted or out-of-memory job dies: no ``finally`` block, no clean-up.
-``EQUIHASH_FAULT_MATCH=<regex>`` counts only the fault points whose label matches
-(a bar's description such as ``train MnistMosaic/ShannonHamming`` or
-``encode shard 1/2``, or ``commit <path>``), so one job of a workflow can be targeted;
-``EQUIHASH_FAULT_GROUP=1`` kills the whole process group instead (Snakemake and all
-its jobs: a lost node). Without ``EQUIHASH_FAULT_AFTER`` a fault point does nothing.
+Every ``Progress.update`` is a fault point of :mod:`equihash.fault_injection`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
-import signal
 import sys
 import time
 
 from tqdm import tqdm
+
+from equihash.fault_injection import fault_point
 
 logger = logging.getLogger("equihash")
 
@@ -96,29 +85,6 @@ def setup_logging(log_path=None, level=logging.INFO) -> None:
         sys.excepthook = log_then_raise
 
 
-FAULT_AFTER = "EQUIHASH_FAULT_AFTER"
-FAULT_MATCH = "EQUIHASH_FAULT_MATCH"
-FAULT_GROUP = "EQUIHASH_FAULT_GROUP"
-_fault_points_seen = 0
-
-
-def fault_point(label: str) -> None:
-    """Count a fault point; SIGKILL this process (or its group) at the n-th, see the module docstring."""
-    global _fault_points_seen
-    after = os.environ.get(FAULT_AFTER)
-    if not after:
-        return
-    pattern = os.environ.get(FAULT_MATCH)
-    if pattern and not re.search(pattern, label):
-        return
-    _fault_points_seen += 1
-    if _fault_points_seen >= int(after):
-        logger.warning("fault injected at fault point %d (%s)", _fault_points_seen, label)
-        if os.environ.get(FAULT_GROUP) == "1":
-            os.killpg(os.getpgrp(), signal.SIGKILL)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def format_duration(seconds: float) -> str:
     """``12.3 s`` below a minute, else ``4m05s`` or ``2h03m`` (log lines)."""
     if seconds < 59.95:  # what rounds to 60.0 is shown as 1m00s
@@ -143,7 +109,7 @@ class Progress:
     ``every`` seconds after the previous line, and a final line with the elapsed time
     and the rate (of the units done by this process) when the bar is closed, whether
     the stage finished or not. ``clock`` (seconds, monotonic) is for tests. Every
-    :meth:`update` is a fault point labelled ``desc`` (module docstring).
+    :meth:`update` is a fault point labelled ``desc`` (:mod:`equihash.fault_injection`).
     """
 
     def __init__(self, total: int, desc: str, unit: str = "it", every: float = DEFAULT_EVERY, initial: int = 0,

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+import equihash.fault_injection as fault_injection
 import equihash.io
 import equihash.progress as progress
 from equihash.data.labels import CHUNK_ROWS, write_labels
@@ -235,9 +236,9 @@ def test_no_bar_without_a_terminal(monkeypatch, tmp_path):
 @pytest.fixture
 def count_fault_points(monkeypatch):
     """Fault points passed from now on (EQUIHASH_FAULT_AFTER set out of reach), optionally by label."""
-    for name in (progress.FAULT_AFTER, progress.FAULT_MATCH, progress.FAULT_GROUP):
+    for name in (fault_injection.FAULT_AFTER, fault_injection.FAULT_MATCH, fault_injection.FAULT_GROUP):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(progress.FAULT_AFTER, str(1 << 62))
+    monkeypatch.setenv(fault_injection.FAULT_AFTER, str(1 << 62))
     labels = []
     real = progress.fault_point
 
@@ -251,7 +252,7 @@ def count_fault_points(monkeypatch):
 
 
 def test_every_update_and_every_stage_is_one_fault_point(count_fault_points, not_a_terminal):
-    before = progress._fault_points_seen
+    before = fault_injection.points_seen()
     with Progress(7, "train MnistMosaic/ShannonHamming", "step") as bar:
         for _ in range(7):
             bar.update()
@@ -259,7 +260,7 @@ def test_every_update_and_every_stage_is_one_fault_point(count_fault_points, not
         for name in ("a", "b"):
             with bar.stage(name):
                 pass
-    assert progress._fault_points_seen - before == 9
+    assert fault_injection.points_seen() - before == 9
     assert count_fault_points == ["train MnistMosaic/ShannonHamming"] * 7 + ["evaluate x"] * 2
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import equihash.progress as progress
+import equihash.fault_injection as fault_injection
 
 HERE = Path(__file__).resolve().parent
-FAULT_VARIABLES = (progress.FAULT_AFTER, progress.FAULT_MATCH, progress.FAULT_GROUP)
+FAULT_VARIABLES = (fault_injection.FAULT_AFTER, fault_injection.FAULT_MATCH, fault_injection.FAULT_GROUP)
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -42,7 +42,7 @@ def run_child(stage: str, inputs: Path, work: Path, *, after: int | None = None,
               delay: float | None = None) -> int:
     """Run ``stage`` in a fresh process, SIGKILLed at its ``after``-th fault point or ``delay``
     seconds after its imports; return its exit status (-9 when killed)."""
-    env = clean_environment(**({progress.FAULT_AFTER: after} if after is not None else {}))
+    env = clean_environment(**({fault_injection.FAULT_AFTER: after} if after is not None else {}))
     child = subprocess.Popen([sys.executable, str(HERE / "fault_stages.py"), stage, str(inputs), str(work)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     assert child.stdout.readline() == "ready\n", child.communicate()[1]
@@ -71,10 +71,10 @@ def one_thread():
 @contextlib.contextmanager
 def counting_fault_points():
     """Count the fault points passed inside the block (``EQUIHASH_FAULT_AFTER`` set out of reach)."""
-    counter = {"before": progress._fault_points_seen}
+    counter = {"before": fault_injection.points_seen()}
     with pytest.MonkeyPatch.context() as patch:
         for name in FAULT_VARIABLES:
             patch.delenv(name, raising=False)
-        patch.setenv(progress.FAULT_AFTER, str(1 << 62))
+        patch.setenv(fault_injection.FAULT_AFTER, str(1 << 62))
         yield counter
-    counter["count"] = progress._fault_points_seen - counter["before"]
+    counter["count"] = fault_injection.points_seen() - counter["before"]

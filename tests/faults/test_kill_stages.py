@@ -1,7 +1,7 @@
 """kill -9 the labels, train, encode and index stages at seeded random points, rerun, compare.
 
 Each stage is first run cleanly in this process, counting its fault points (every
-progress update and every atomic commit, see equihash.progress). Then, for each of five
+progress update and every atomic commit, see equihash.fault_injection). Then, for each of five
 points drawn with a fixed seed, the stage runs in a child process that SIGKILLs itself
 at that point (``EQUIHASH_FAULT_AFTER``); the index stage, whose only fault points are the
 batches of codes it reads and its final commit, is also killed after seeded random delays

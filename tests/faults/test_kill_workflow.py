@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import yaml
 
-import equihash.progress as progress
+import equihash.fault_injection as fault_injection
 from fault_harness import clean_environment, leftovers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,15 +80,15 @@ def test_killed_workflow_resumes_to_the_clean_results(clean_run, tmp_path):
     results = tmp_path / "results"
 
     # 1. the train job dies after step kill_step, before that step's checkpoint
-    first = snakemake(tmp_path, **{progress.FAULT_AFTER: kill_step, progress.FAULT_MATCH: "^train "})
+    first = snakemake(tmp_path, **{fault_injection.FAULT_AFTER: kill_step, fault_injection.FAULT_MATCH: "^train "})
     assert first.returncode == 1 and "Error in rule train" in first.stderr
     assert not (results / "models" / RUN / "model.pt").exists()
     started, finished = jobs(first)
     assert started - finished == {"train": 1}
 
     # 2. training resumes at its checkpoint; the node is lost during batch kill_batch of shard 1
-    second = snakemake(tmp_path, **{progress.FAULT_AFTER: kill_batch, progress.FAULT_MATCH: "^encode shard 1/2$",
-                                    progress.FAULT_GROUP: 1})
+    second = snakemake(tmp_path, **{fault_injection.FAULT_AFTER: kill_batch, fault_injection.FAULT_MATCH: "^encode shard 1/2$",
+                                    fault_injection.FAULT_GROUP: 1})
     assert second.returncode == -signal.SIGKILL
     checkpoint_step = (kill_step - 1) // model["checkpoint_every"] * model["checkpoint_every"]
     train_log = (results / "logs" / "train" / f"{RUN}.log").read_text()
