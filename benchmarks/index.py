@@ -1,4 +1,4 @@
-"""Inverted index and evaluation at scale (the thesis' sections 8-10), against faiss-cpu.
+"""Inverted index and evaluation at scale (docs/method.md sections 8-10), against faiss-cpu.
 
 Codes. N database items draw their labels with replacement among N classes, so 1/e = 37%
 of the positions repeat an earlier label; the code of a label is a fixed random 64-bit

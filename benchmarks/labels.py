@@ -1,4 +1,4 @@
-"""Benchmark of the labels stage (the thesis' section 4): wall time, throughput and peak memory.
+"""Benchmark of the labels stage (docs/method.md section 4): wall time, throughput and peak memory.
 
     python benchmarks/labels.py [--bank 10000] [--m 4] [--n-database 10000000]
                                 [--n-positive 1000000] [--n-negative 1000000] [--n-pairs 1000000]

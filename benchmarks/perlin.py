@@ -1,4 +1,4 @@
-"""Benchmark of the Perlin noise file (the thesis' section 3): fields per second, peak memory, thesis projection.
+"""Benchmark of the Perlin noise file (docs/method.md section 3): fields per second, peak memory, thesis projection.
 
     python benchmarks/perlin.py [--n 2048] [--blocks 16 64 256 1024] [--periods 180 90]
 

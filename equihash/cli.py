@@ -4,7 +4,7 @@ Each subcommand calls exactly the library function that the stage's Snakemake sc
 (``workflow/scripts/*.py``) calls, with the same arguments, so a stage run by hand writes
 the same artifacts (equihash/io.py) as the workflow::
 
-    equihash prepare bank.hdf5                                       # image bank (the thesis' section 2)
+    equihash prepare bank.hdf5                                       # image bank (docs/method.md section 2)
     equihash perlin perlin180x270.hdf5 --fields 1024                 # Perlin noise (3, OpenImagesMosaic)
     equihash labels labels/ --bank bank.hdf5 --size 100000           # database, queries, pairs (4)
     equihash train model/ --bank bank.hdf5 --config config.yaml      # learn the equihash function (6)
@@ -211,7 +211,7 @@ def encoder_for(args):
 
 # --------------------------------------------------------------------------- subcommands
 def run_prepare(args) -> None:
-    """Write a task's image bank (the thesis' section 2) from embedded data, the thesis files or your own images."""
+    """Write a task's image bank (docs/method.md section 2) from embedded data, the thesis files or your own images."""
     log = logging.getLogger("equihash")
     args.source = args.source or SOURCES[args.task][0]
     if args.source not in SOURCES[args.task]:
@@ -230,14 +230,14 @@ def run_prepare(args) -> None:
 
 
 def run_perlin(args) -> None:
-    """Generate the Perlin noise file of the OpenImagesMosaic noise (the thesis' section 3)."""
+    """Generate the Perlin noise file of the OpenImagesMosaic noise (docs/method.md section 3)."""
     from equihash.data.perlin import generate_perlin_file
 
     generate_perlin_file(args.out, args.fields, periods=tuple(args.periods), seed=args.seed)
 
 
 def run_labels(args) -> None:
-    """Write the labels of one database and its positive/negative queries and negative pairs (the thesis' section 4)."""
+    """Write the labels of one database and its positive/negative queries and negative pairs (docs/method.md section 4)."""
     from equihash.data.labels import write_labels
     from equihash.data.mosaic import task_class
     from equihash.data.tasks import bank_split_sizes
@@ -253,7 +253,7 @@ def run_labels(args) -> None:
 
 
 def run_train(args) -> None:
-    """Train (or resume from the last checkpoint) one deep equihash function (the thesis' section 6)."""
+    """Train (or resume from the last checkpoint) one deep equihash function (docs/method.md section 6)."""
     from equihash.train.loop import train_model
 
     nbits, options, params = training_settings(args.config, args.task, args.model, args.steps)
@@ -267,7 +267,7 @@ def run_train(args) -> None:
 
 
 def run_encode(args) -> None:
-    """Fingerprint the database, or one contiguous shard of it (the thesis' section 7)."""
+    """Fingerprint the database, or one contiguous shard of it (docs/method.md section 7)."""
     from equihash.encode import encode_database_shard, shard_range
 
     shard_range(0, args.shard, args.nb_shards)  # a bad shard index fails before the model loads
@@ -285,7 +285,7 @@ def run_merge(args) -> None:
 
 
 def run_encode_queries(args) -> None:
-    """Fingerprints and logits of the positive and negative queries, codes of the triplets (the thesis' section 7)."""
+    """Fingerprints and logits of the positive and negative queries, codes of the triplets (docs/method.md section 7)."""
     from equihash.encode import encode_queries
 
     set_threads(args)
@@ -296,14 +296,14 @@ def run_encode_queries(args) -> None:
 
 
 def run_index(args) -> None:
-    """Build the inverted index, fingerprint -> database positions (the thesis' section 8), and save it."""
+    """Build the inverted index, fingerprint -> database positions (docs/method.md section 8), and save it."""
     from equihash.index import InvertedIndex
 
     InvertedIndex.build_parquet(args.database, args.out_dir)
 
 
 def run_evaluate(args) -> None:
-    """Equidict, equiset and binary figures and the multi-probe list (the thesis' sections 9, 10) -> metrics.json."""
+    """Equidict, equiset and binary figures and the multi-probe list (docs/method.md sections 9, 10) -> metrics.json."""
     from equihash.evaluate.run import evaluate_run
 
     labels, fingerprints = Path(args.labels_dir), Path(args.fingerprints_dir)
@@ -325,7 +325,7 @@ def run_evaluate(args) -> None:
 def run_search(args) -> None:
     """Query the index of a run by query id or by image; print the retrieved positions and draw the demo grid.
 
-    the thesis' sections 8-10, see equihash.search. A query id is a row of the run's positive (or, with
+    docs/method.md sections 8-10, see equihash.search. A query id is a row of the run's positive (or, with
     --negative, negative) queries; an image is a PNG mosaic of the task that --model encodes.
     """
     from equihash.data.tasks import open_mosaic

@@ -1,4 +1,4 @@
-"""Fingerprints (the thesis' section 7): logits -> packed codes, and Hamming distances between codes.
+"""Fingerprints (docs/method.md section 7): logits -> packed codes, and Hamming distances between codes.
 
 A fingerprint of k bits is a row of B = k/8 uint8, bit b = (logit_b > 0), packed most
 significant bit first (numpy ``packbits`` order): bit 0 is the 0x80 bit of byte 0.

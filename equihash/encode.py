@@ -1,4 +1,4 @@
-"""Encoding (the thesis' section 7): database shards, their merge, queries and triplets.
+"""Encoding (docs/method.md section 7): database shards, their merge, queries and triplets.
 
 Database instance ``i`` is the noisy mosaic of ``labels[i]`` with the noise of item ``i``
 of the keyed stream ``(seed, split, "database")``; positive and negative queries and the

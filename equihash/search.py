@@ -1,4 +1,4 @@
-"""Search the index of a run, like the thesis demo (the thesis' sections 8-10): ``equihash search``.
+"""Search the index of a run, like the thesis demo (docs/method.md sections 8-10): ``equihash search``.
 
 A query is either
 
@@ -6,13 +6,13 @@ A query is either
   files; its fingerprint and logits come from the fingerprints directory, its label and
   ground truth from the labels directory, and its image is regenerated, or
 * an image file: a mosaic of the run's task as a PNG: 56x56 grayscale for MnistMosaic
-  (the 2x2 grid of 28x28 digits, pixel values /255 as in the thesis' section 2.1; a colour file is
-  converted to luminance), 270x180 RGB for OpenImagesMosaic (the thesis' section 2.2). The
+  (the 2x2 grid of 28x28 digits, pixel values /255 as in docs/method.md section 2.1; a colour file is
+  converted to luminance), 270x180 RGB for OpenImagesMosaic (docs/method.md section 2.2). The
   trained network encodes it; its label (the bank ids of its cells) may be given, which
   makes the ground truth and the relevance of every retrieved position known.
 
 The query's fingerprint is looked up in the run's index, with multi-probing over its L
-most likely codes when ``lookups`` > 1 (the thesis' section 10). The result lists the retrieved
+most likely codes when ``lookups`` > 1 (docs/method.md section 10). The result lists the retrieved
 positions with their database labels and whether each is relevant (its label equals the
 query's). :func:`write_grid` draws the PNG of the thesis demo: the query, its ground
 truth and the retrieved instances, the retrieved ones framed green when relevant and red

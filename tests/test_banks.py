@@ -1,4 +1,4 @@
-"""MNIST image banks (the thesis' section 2.1): preparation from CSV / HDF5 / IDX sources and validated reads."""
+"""MNIST image banks (docs/method.md section 2.1): preparation from CSV / HDF5 / IDX sources and validated reads."""
 
 from __future__ import annotations
 

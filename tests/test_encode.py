@@ -1,4 +1,4 @@
-"""Encoding: shards, their merge, queries and triplets (the thesis' section 7)."""
+"""Encoding: shards, their merge, queries and triplets (docs/method.md section 7)."""
 
 import numpy as np
 import pyarrow.parquet as pq

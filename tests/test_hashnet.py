@@ -1,4 +1,4 @@
-"""Tests of the HashNet objective (the thesis' section 6.2): beta schedule, loss and logits gradient."""
+"""Tests of the HashNet objective (docs/method.md section 6.2): beta schedule, loss and logits gradient."""
 
 import inspect
 import math

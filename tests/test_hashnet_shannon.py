@@ -1,4 +1,4 @@
-"""Tests of the HashNetShannon ablation (the thesis' section 6.4): HashNet's positive-pair loss plus
+"""Tests of the HashNetShannon ablation (docs/method.md section 6.4): HashNet's positive-pair loss plus
 the Shannon term of ShannonHamming."""
 
 import inspect

@@ -1,4 +1,4 @@
-"""Inverted index (the thesis' section 8): brute-force equivalence, layout invariants, persistence."""
+"""Inverted index (docs/method.md section 8): brute-force equivalence, layout invariants, persistence."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of the JMLH objective (the thesis' section 6.3): stochastic binarisation with a
+"""Tests of the JMLH objective (docs/method.md section 6.3): stochastic binarisation with a
 straight-through gradient, a joint linear classifier and the KL to Bernoulli(1/2)."""
 
 import copy

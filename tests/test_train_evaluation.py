@@ -1,4 +1,4 @@
-"""Tests of equihash.train.evaluation: the evaluation-during-training figures (the thesis' section 6.6)."""
+"""Tests of equihash.train.evaluation: the evaluation-during-training figures (docs/method.md section 6.6)."""
 
 from collections import Counter
 from itertools import combinations

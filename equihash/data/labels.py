@@ -1,4 +1,4 @@
-"""Labels of a procedural database and of its queries (the thesis' section 4).
+"""Labels of a procedural database and of its queries (docs/method.md section 4).
 
 A *label* is the tuple of ``m`` image ids a mosaic is built from; two instances are
 equivalent (ground-truth duplicates) iff their labels are equal. This module writes
@@ -53,7 +53,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from equihash.data.keyed import KeyedRandom
-from equihash.io import InputError, atomic_path, labels_array, labels_type, write_table
+from equihash.io import (InputError, atomic_path, labels_array, labels_schema, negative_pairs_schema,
+                         positive_labels_schema, write_table)
 from equihash.progress import Progress
 
 CHUNK_ROWS = 1 << 20
@@ -406,10 +407,10 @@ class _QuerySampler:
         accepted = self.accepted_positive[: self.n_positive]
         _, starts, ends, positions, group = self._groups()
         group = group[accepted]
-        return pa.table({
-            "labels": labels_array(decode_labels(self.positive_keys[accepted], self.bank_size, self.m)),
-            "ground_truth": _ground_truth_array(starts[group], ends[group], positions),
-        })
+        return pa.Table.from_arrays([
+            labels_array(decode_labels(self.positive_keys[accepted], self.bank_size, self.m)),
+            _ground_truth_array(starts[group], ends[group], positions),
+        ], schema=positive_labels_schema(self.m))
 
     def negative_table(self) -> pa.Table:
         accepted = self.accepted_negative[: self.n_negative]
@@ -495,7 +496,7 @@ def write_labels(
     split: str,
     progress=None,
 ) -> dict:
-    """Write the labels of one database and its queries into ``out_dir`` (the thesis' section 4).
+    """Write the labels of one database and its queries into ``out_dir`` (docs/method.md section 4).
 
     Semantics, with T = bank_size**m label tuples:
 
@@ -553,7 +554,7 @@ def write_labels(
         tmp = {name: stack.enter_context(atomic_path(out_dir / f"{name}.parquet")) for name in LABEL_FILES}
         # Pass 1 (labels of the positive candidates), then pass 2: write the database and match it.
         targets, collect = sampler.targets(progress)
-        with pq.ParquetWriter(tmp["database"], pa.schema([("labels", labels_type(m))]), compression="zstd") as writer:
+        with pq.ParquetWriter(tmp["database"], labels_schema(m), compression="zstd") as writer:
             found = _scan_database(database, bank_size, m, n_database, targets, collect,
                                    writer=writer, progress=progress)
         sampler.record(targets, *found)
@@ -572,8 +573,8 @@ def write_labels(
         write_table(negatives, tmp["negative_queries"])
         del positives, negatives
         anchor, negative = _negative_pairs(seed, split, bank_size, m, n_pairs)
-        write_table(pa.table({"anchor": labels_array(anchor), "negative": labels_array(negative)}),
-                    tmp["negative_pairs"])
+        write_table(pa.Table.from_arrays([labels_array(anchor), labels_array(negative)],
+                                         schema=negative_pairs_schema(m)), tmp["negative_pairs"])
     return {
         "database": n_database,
         "positive_queries": n_positive,

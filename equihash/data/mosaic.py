@@ -1,13 +1,13 @@
-"""Mosaic instances (the thesis' sections 2.1, 2.2): a label (tuple of bank ids) plus keyed noise.
+"""Mosaic instances (docs/method.md sections 2.1, 2.2): a label (tuple of bank ids) plus keyed noise.
 
 ``MnistMosaic``: a 2x2 grid of 28x28 MNIST digits (row-major: ids[0] ids[1] / ids[2]
 ids[3]) as a 56x56 float32 tile with values /255, plus i.i.d. Gaussian noise of
 standard deviation ``sigma`` (0.2) on every pixel, no clipping.
 
-``OpenImagesMosaic``: the NoisyOpenImagesMosaic of the thesis' section 2.2. Two 180x180 RGB
+``OpenImagesMosaic``: the NoisyOpenImagesMosaic of docs/method.md section 2.2. Two 180x180 RGB
 images (left, right) are blended over an overlap of 90 columns into a 180x270 uint8
 *clean mosaic*; its noisy instance gets an HLS hue and lightness jitter, then a
-spatial distortion by a Perlin flow field (the thesis' section 3) resampled bilinearly, and is
+spatial distortion by a Perlin flow field (docs/method.md section 3) resampled bilinearly, and is
 stored as (3, 180, 270) uint8 (CHW).
 
 The noise of an instance is drawn from the keyed stream of its (seed, split, stream,
@@ -17,7 +17,7 @@ operations that IEEE arithmetic rounds exactly (no transcendental functions, no 
 ops), so a result does not depend on where an element falls in a vectorised loop, and
 ``grid_sample``, which runs the same kernel for every instance of a batch.
 
-Choices where the thesis leaves room (the thesis' section 2.2), against its published code:
+Choices where the thesis leaves room (docs/method.md section 2.2), against its published code:
 
 * uint8 conversions round to nearest (ties to even) after clipping, where the published
   code truncates (:func:`to_uint8` says why); the two differ by at most one level.
@@ -113,7 +113,7 @@ _TINY = float(np.finfo(np.float32).tiny)  # divisor floor: a zero numerator stay
 
 def blend_weights(image_width: int = IMAGE_SIDE, mosaic_width: int = MOSAIC_WIDTH,
                   p: float = BLEND_P) -> tuple[torch.Tensor, torch.Tensor]:
-    """The overlap blend of the thesis' section 2.2: (left, right) per-column weights, float32 (image_width,).
+    """The overlap blend of docs/method.md section 2.2: (left, right) per-column weights, float32 (image_width,).
 
     The two images overlap on ``2 * image_width - mosaic_width`` columns (90). With
     ``L = ln(p / (1 - p))`` the right image's weight on its first overlap columns is
@@ -190,7 +190,7 @@ def pixel_centres(size: int) -> torch.Tensor:
 
 
 def flow_mask(t: torch.Tensor, flow_max: float = FLOW_MAX) -> torch.Tensor:
-    """The flow-field border mask of the thesis' section 2.2: ``clip((1 - |t|) / m, 0, 1)``, m = 127/320 + 127/640.
+    """The flow-field border mask of docs/method.md section 2.2: ``clip((1 - |t|) / m, 0, 1)``, m = 127/320 + 127/640.
 
     Multiplying a displacement of at most ``m`` in absolute value at coordinate t in
     [-1, 1] by this mask keeps ``t + displacement`` within [-1, 1]: no pixel is pulled in
@@ -240,7 +240,7 @@ def to_uint8(levels: torch.Tensor) -> torch.Tensor:
 
 def jitter_and_distort(clean: torch.Tensor, hue_shift: torch.Tensor, lightness: torch.Tensor,
                        displacement: torch.Tensor) -> torch.Tensor:
-    """The noise of the thesis' section 2.2 on clean mosaics, given its draws; uint8 (n, 3, H, W) in and out.
+    """The noise of docs/method.md section 2.2 on clean mosaics, given its draws; uint8 (n, 3, H, W) in and out.
 
     ``hue_shift`` and ``lightness`` (the a of the thesis) are (n,) float32, ``displacement``
     (n, 2, H, W) float32 (x then y, before the flow mask). On the float image in [0, 1]:
@@ -289,10 +289,10 @@ def _take(array, ids: np.ndarray) -> np.ndarray:
 
 
 class OpenImagesMosaic:
-    """The NoisyOpenImagesMosaic task (the thesis' section 2.2): 1x2 labels (left id, right id).
+    """The NoisyOpenImagesMosaic task (docs/method.md section 2.2): 1x2 labels (left id, right id).
 
     ``bank``: (n, 180, 180, 3) uint8 HWC RGB images of one split; ``perlin``: the pair
-    (resolution1, resolution2) of (n_fields, 180, 270) int8 Perlin fields (the thesis' section 3).
+    (resolution1, resolution2) of (n_fields, 180, 270) int8 Perlin fields (docs/method.md section 3).
     Both may be numpy arrays, memmaps or readers indexed by an int array (HDF5 datasets).
     Instances are (3, 180, 270) uint8 CHW; ``shape`` is their spatial size.
     """
@@ -325,7 +325,7 @@ class OpenImagesMosaic:
         return len(self.perlin[0]), len(self.perlin[1])
 
     def clean(self, labels: np.ndarray) -> np.ndarray:
-        """(n, 2) ids -> (n, 3, 180, 270) uint8 clean mosaics (the thesis' section 2.2).
+        """(n, 2) ids -> (n, 3, 180, 270) uint8 clean mosaics (docs/method.md section 2.2).
 
         The weighted sum of the left image at columns [0, 180) and the right image at
         [90, 270) with the :func:`blend_weights`. Both weights are exactly 1 outside the

@@ -1,4 +1,4 @@
-"""OpenImages image banks (the thesis' section 2.2) and the Perlin noise file (the thesis' section 3).
+"""OpenImages image banks (docs/method.md section 2.2) and the Perlin noise file (docs/method.md section 3).
 
 **Reading the thesis files as they are.** The OpenImages bank is a directory holding
 ``train.hdf5``, ``valid.hdf5`` and ``test.hdf5``; each has one dataset ``images`` of shape
@@ -75,7 +75,7 @@ EMBEDDED_PHOTOS = (
     "moon.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg",
 )
 #: The test split is the larger held-out split: its B^2 = 1600 labels leave room for a
-#: database of 1000 draws with unused labels for the negative queries (the thesis' section 4).
+#: database of 1000 draws with unused labels for the negative queries (docs/method.md section 4).
 EMBEDDED_DEFAULT_SPLITS = {"valid": 20, "test": 40}
 #: Images per split of the embedded bank with the default splits (scikit-image 0.26 sample
 #: files), known before the bank is written; tests check ``prepare_embedded_bank`` agrees.
@@ -316,7 +316,7 @@ def _bank_what(split: str) -> str:
 
 
 def read_openimages_bank(directory, split: str, *, in_memory: bool = False):
-    """The images of one split of an OpenImages bank (the thesis' section 2.2); row i is image id i.
+    """The images of one split of an OpenImages bank (docs/method.md section 2.2); row i is image id i.
 
     Reads ``{directory}/{split}.hdf5`` dataset ``images`` (n, 180, 180, 3) uint8 as it is,
     through ``open_image_array`` (memory-mapped when contiguous; ``in_memory`` loads it).
@@ -326,7 +326,7 @@ def read_openimages_bank(directory, split: str, *, in_memory: bool = False):
 
 
 def openimages_split_sizes(directory) -> dict[str, int]:
-    """Split -> number of images (the bank size B of the thesis' section 4), each file validated from metadata."""
+    """Split -> number of images (the bank size B of docs/method.md section 4), each file validated from metadata."""
     sizes = {}
     for split in OPENIMAGES_SPLITS:
         path = openimages_split_path(directory, split)
@@ -338,7 +338,7 @@ def openimages_split_sizes(directory) -> dict[str, int]:
 
 
 def read_perlin(path, *, in_memory: bool = False):
-    """The two Perlin noise arrays (the thesis' section 3), ``(resolution1, resolution2)``, each (n, 180, 270) int8.
+    """The two Perlin noise arrays (docs/method.md section 3), ``(resolution1, resolution2)``, each (n, 180, 270) int8.
 
     Both datasets must be present, int8, of shape (n, 180, 270) with the same n >= 1;
     otherwise InputError names the file and the dataset. Values are not range-checked

@@ -1,6 +1,6 @@
-"""Perlin noise file (the thesis' section 3): 2-D gradient noise fields for the flow-field noise.
+"""Perlin noise file (docs/method.md section 3): 2-D gradient noise fields for the flow-field noise.
 
-The OpenImages mosaic noise (the thesis' section 2.2, step 2) displaces every pixel of a 180x270
+The OpenImages mosaic noise (docs/method.md section 2.2, step 2) displaces every pixel of a 180x270
 mosaic by ``r1/320 + r2/640`` normalised grid units per axis, where ``r1`` is a field of
 the dataset ``resolution1`` and ``r2`` one of ``resolution2`` of the *Perlin noise
 file*: HDF5, datasets ``resolution1`` and ``resolution2``, each (n, 180, 270) int8 in
@@ -77,7 +77,7 @@ from equihash.data.keyed import KeyedRandom
 from equihash.io import InputError, atomic_path
 from equihash.progress import Progress
 
-#: (height, width) of one field: the OpenImages mosaic size (the thesis' section 2.2).
+#: (height, width) of one field: the OpenImages mosaic size (docs/method.md section 2.2).
 FIELD_SHAPE = (180, 270)
 #: The two datasets of the file, also the KeyedRandom streams of their gradients.
 DATASETS = ("resolution1", "resolution2")
@@ -229,7 +229,7 @@ def perlin_fields(seed: int, stream: str, indices, period: int, shape=FIELD_SHAP
 
 def generate_perlin_file(out_path, n: int, periods=DEFAULT_PERIODS, seed: int = 0,
                          block: int = DEFAULT_BLOCK) -> Path:
-    """Write the Perlin noise file (the thesis' section 3) with ``n`` fields per dataset.
+    """Write the Perlin noise file (docs/method.md section 3) with ``n`` fields per dataset.
 
     ``resolution1`` holds fields ``0 .. n-1`` of stream ``"resolution1"`` at lattice
     period ``periods[0]`` (coarse), ``resolution2`` those of ``"resolution2"`` at

@@ -1,12 +1,12 @@
 """One entry point per task to its data: the bank splits, and the mosaic of a split with its noise.
 
-The two tasks keep their banks differently (the thesis' section 2):
+The two tasks keep their banks differently (docs/method.md section 2):
 
 * ``MnistMosaic``: one HDF5 file (``equihash.data.banks``), small enough to read into memory;
   the instance noise is Gaussian with ``noise_sigma``.
 * ``OpenImagesMosaic``: a folder holding ``train.hdf5``, ``valid.hdf5`` and ``test.hdf5``
   (``equihash.data.openimages``), memory-mapped unless ``in_memory`` is asked; the noise
-  needs the Perlin file (the thesis' section 3).
+  needs the Perlin file (docs/method.md section 3).
 
 ``bank`` below is therefore the MNIST bank file or the OpenImages bank folder. Every stage
 (training, encoding, labels, search, the CLI) opens a task's data through these functions.
@@ -26,7 +26,7 @@ OPENIMAGES = "OpenImagesMosaic"
 
 
 def bank_split_sizes(task: str, bank) -> dict[str, int]:
-    """Images per split of a task's bank (the bank size B of the thesis' section 4); reads metadata only."""
+    """Images per split of a task's bank (the bank size B of docs/method.md section 4); reads metadata only."""
     if task == OPENIMAGES:
         from equihash.data.openimages import openimages_split_sizes
 

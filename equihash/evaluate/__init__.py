@@ -1,4 +1,4 @@
-"""Evaluation: the metrics of the thesis' section 9 (equidict, equiset, binary, multi-probing)."""
+"""Evaluation: the metrics of docs/method.md section 9 (equidict, equiset, binary, multi-probing)."""
 
 from equihash.evaluate.metrics import (
     CSR,

@@ -1,4 +1,4 @@
-"""The metrics of the thesis' section 9, vectorised.
+"""The metrics of docs/method.md section 9, vectorised.
 
 Everything here works on numpy arrays and never loops in Python over database rows or
 queries, so the same code evaluates a toy run and the thesis scale (N = 1e9 database
@@ -29,7 +29,7 @@ import numpy as np
 from equihash.codes import check_codes, hamming_distances
 from equihash.io import InputError
 
-#: Hamming radii d of r@d and f@d (the thesis' section 9, binary metrics).
+#: Hamming radii d of r@d and f@d (docs/method.md section 9, binary metrics).
 RADII = (0, 1, 2, 3)
 
 _EQUIDICT_KEYS = (
@@ -216,7 +216,7 @@ def _members_of(keys: np.ndarray, shared: np.ndarray, *, chunk: int = 1 << 22,
 
 
 def internal_collisions(codes, labels) -> int:
-    """Internal collisions of a database (the thesis' section 9).
+    """Internal collisions of a database (docs/method.md section 9).
 
     The number of unordered pairs of database positions whose fingerprints are equal but
     whose labels (equivalence classes) differ::
@@ -301,7 +301,7 @@ def _intersection_sizes(retrieved, ground_truth) -> np.ndarray:
 
 
 def equidict(retrieved, ground_truth) -> dict:
-    """Equidict metrics of the positive queries (the thesis' section 9).
+    """Equidict metrics of the positive queries (docs/method.md section 9).
 
     ``retrieved`` and ``ground_truth`` are CSR pairs over the same q queries: R_j are the
     positions retrieved for query j (sharing its fingerprint, or the union over multi-probe
@@ -338,7 +338,7 @@ def equidict(retrieved, ground_truth) -> dict:
 
 
 def equiset(retrieved_positive_offsets, retrieved_negative_offsets) -> dict:
-    """Equiset metrics (the thesis' section 9): does a query retrieve anything at all?
+    """Equiset metrics (docs/method.md section 9): does a query retrieve anything at all?
 
     Only the CSR offsets are needed. ``true_positive_rate`` = share of positive queries
     with a non-empty R; ``false_positive_rate`` = share of negative queries (labels absent
@@ -354,7 +354,7 @@ def equiset(retrieved_positive_offsets, retrieved_negative_offsets) -> dict:
 
 def multiprobe_entry(lookups: int, retrieved_positive, ground_truth,
                      retrieved_negative_offsets) -> dict:
-    """One entry of the metrics.json ``multiprobe`` list (the thesis' section 10).
+    """One entry of the metrics.json ``multiprobe`` list (docs/method.md section 10).
 
     ``retrieved_positive`` is the CSR of the union over the ``lookups`` most likely codes
     of each positive query, ``retrieved_negative_offsets`` the offsets of the same for the
@@ -376,7 +376,7 @@ def multiprobe_entry(lookups: int, retrieved_positive, ground_truth,
 
 # --------------------------------------------------------------------------- binary metrics
 def binary_metrics(anchor, positive, negative) -> dict:
-    """Binary metrics of the triplets (the thesis' section 9).
+    """Binary metrics of the triplets (docs/method.md section 9).
 
     Positive pairs are (anchor, positive): two instances of one label; negative pairs are
     (anchor, negative). Returns ``r_at[d]`` = P(positive distance <= d) and ``f_at[d]`` =

@@ -22,7 +22,7 @@ from equihash.progress import Progress, logger
 def evaluate_run(*, index_dir, database_labels, positive_labels, database, positive_queries,
                  negative_queries, triplets, lookups, names: dict, out_path,
                  provenance: dict | None = None, negative_labels=None) -> dict:
-    """Compute every figure of the thesis' section 9 and the multi-probe list; write metrics.json atomically.
+    """Compute every figure of docs/method.md section 9 and the multi-probe list; write metrics.json atomically.
 
     ``provenance`` (a :func:`run_provenance` dict) becomes the document's last key; without
     it the code version is recorded and the config hash and shard count are null.

@@ -1,4 +1,4 @@
-"""Inverted index of fingerprints and prioritised multi-probing (the thesis' sections 8, 10).
+"""Inverted index of fingerprints and prioritised multi-probing (docs/method.md sections 8, 10).
 
 ``InvertedIndex`` maps a fingerprint to the increasing database positions holding it
 (sorted 64-bit keys with a bucket directory, built by radix sort, memory-mappable;

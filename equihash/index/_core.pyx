@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
-"""Compiled loops of the inverted index (the thesis' sections 8 and 10).
+"""Compiled loops of the inverted index (docs/method.md sections 8 and 10).
 
 Only what cannot be vectorised lives here: hashing fingerprints into the index's key
 order, the radix sort of (key, position) records, cutting the sorted records into

@@ -1,4 +1,4 @@
-"""Inverted index: fingerprint -> posting list of database positions (the thesis' section 8).
+"""Inverted index: fingerprint -> posting list of database positions (docs/method.md section 8).
 
 An equihash function makes near-duplicate retrieval an exact lookup: the retrieved set
 of a query is every database position whose fingerprint equals the query's. The thesis
@@ -516,13 +516,13 @@ class _SpillPlan:
 
 # ----------------------------------------------------------------------------- the index
 class InvertedIndex(Multiprobing):
-    """Map each fingerprint to the increasing database positions holding it (the thesis' section 8).
+    """Map each fingerprint to the increasing database positions holding it (docs/method.md section 8).
 
     Build with :meth:`build` (codes in memory), :meth:`from_parquet` (a merged fingerprint
     database, read into memory), :meth:`build_parquet` (the same in bounded memory, written
     to a directory) or :meth:`load` (a saved index, memory-mapped). Query with
     :meth:`lookup` (exact fingerprints) or :meth:`multiprobe` (the L most likely
-    fingerprints of logits, the thesis' section 10). Results are CSR pairs ``(offsets, positions)``:
+    fingerprints of logits, docs/method.md section 10). Results are CSR pairs ``(offsets, positions)``:
     the retrieved set of query j is ``positions[offsets[j]:offsets[j+1]]``, increasing.
     Layout and format: the module docstring.
     """

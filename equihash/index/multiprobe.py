@@ -1,4 +1,4 @@
-"""Prioritised multi-probing (the thesis' section 10).
+"""Prioritised multi-probing (docs/method.md section 10).
 
 A network gives k logits z per query; bit b of the fingerprint is ``z_b > 0``. Read as
 independent Bernoulli bits with P(b = 1) = sigmoid(z_b), the most likely code is the
@@ -182,7 +182,7 @@ class Multiprobing:
     routes a query's probe codes through the index's own lookup."""
 
     def multiprobe(self, logits, L: int, *, threads: int | None = None):
-        """Multi-probing retrieval (the thesis' section 10) for logits (q, k): CSR ``(offsets, positions)``
+        """Multi-probing retrieval (docs/method.md section 10) for logits (q, k): CSR ``(offsets, positions)``
         of the union of the posting lists of each query's L most likely codes, increasing."""
         return multiprobe_lookup(self, logits, L, threads=self.threads if threads is None else threads)
 

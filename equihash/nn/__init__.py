@@ -1,4 +1,4 @@
-"""Networks mapping mosaic instances to k logits (the thesis' section 5)."""
+"""Networks mapping mosaic instances to k logits (docs/method.md section 5)."""
 
 from equihash.nn.mnist import MnistMosaicCNN
 from equihash.nn.resnet import MnistResNet, Uint8ResNet

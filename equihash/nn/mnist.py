@@ -1,4 +1,4 @@
-"""``MnistMosaicCNN`` (the thesis' section 5): the NoisyMnist mosaic network."""
+"""``MnistMosaicCNN`` (docs/method.md section 5): the NoisyMnist mosaic network."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ResNet equihash networks (the thesis' section 5), written here without torchvision.
+"""ResNet equihash networks (docs/method.md section 5), written here without torchvision.
 
 ``Uint8ResNet(k, depth)`` is the standard ImageNet ResNet-18/34/50 layout (He et al. 2016)
 whose 1000-class classifier is replaced by the equihash head ``Linear(512 * expansion, k,
@@ -140,7 +140,7 @@ class EquihashResNet(nn.Module):
 
 
 class Uint8ResNet(EquihashResNet):
-    """(..., 3, H, W) uint8 RGB -> (..., k) logits; the OpenImagesMosaic network (the thesis' sections 2.2, 5).
+    """(..., 3, H, W) uint8 RGB -> (..., k) logits; the OpenImagesMosaic network (docs/method.md sections 2.2, 5).
 
     Pixels are rescaled to [-1, 1] by (x - 127.5) / 127.5 inside ``forward``, so mosaics
     travel as uint8 (a quarter of the float32 bytes) up to the network.

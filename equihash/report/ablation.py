@@ -1,4 +1,4 @@
-"""Ablation tables (the thesis' section 6.5): the runs of one variant table against the varied parameter.
+"""Ablation tables (docs/method.md section 6.5): the runs of one variant table against the varied parameter.
 
 A variant table ``config/variants/<task>/<model>/<table>.tsv`` names runs that override keys
 of a model block; its ``seed`` column is a repetition, every other column a parameter of the
@@ -63,7 +63,7 @@ def configured_ablations(config: dict, variant_tables: dict) -> list[Ablation]:
 
 
 def final_evaluation(eval_log, split: str = "valid") -> dict:
-    """The last evaluation of one split in an eval_log.parquet (the thesis' section 6.6), as
+    """The last evaluation of one split in an eval_log.parquet (docs/method.md section 6.6), as
     ``training.<split>.<column>`` figures (its step included)."""
     path = Path(eval_log)
     if not path.is_file():

@@ -1,5 +1,5 @@
 """The report's figures (matplotlib, Agg): Hamming-distance histograms of triplet pairs,
-the prioritised multi-probing curve (the thesis' sections 9 and 10) and ablation plots (the thesis' section 6.5).
+the prioritised multi-probing curve (docs/method.md sections 9 and 10) and ablation plots (docs/method.md section 6.5).
 
 Each ``*_figure`` function returns a :class:`matplotlib.figure.Figure` built without pyplot
 (no global state), whose artists hold exactly the plotted numbers; :func:`png_bytes`

@@ -29,7 +29,7 @@ class Run(NamedTuple):
 
 @dataclass
 class Ablation:
-    """A variant table to plot (the thesis' section 6.5): variant -> {varied key: value} of its rows
+    """A variant table to plot (docs/method.md section 6.5): variant -> {varied key: value} of its rows
     (``equihash.report.ablation.variant_parameters``) and the databases its runs were
     evaluated on; its runs are every (variant, database)."""
 

@@ -1,4 +1,4 @@
-"""The run summary: every figure of every metrics.json (the thesis' sections 9 and 10) in one flat table.
+"""The run summary: every figure of every metrics.json (docs/method.md sections 9 and 10) in one flat table.
 
 One row per run (task, model, variant, database); one column per figure, named by its
 path in metrics.json (``equidict.recall``, ``equiset.false_positive_rate``,

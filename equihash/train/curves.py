@@ -1,4 +1,4 @@
-"""Training curves (PNG) from eval_log.parquet: the the thesis' section 6.6 figures against the step."""
+"""Training curves (PNG) from eval_log.parquet: the docs/method.md section 6.6 figures against the step."""
 
 from __future__ import annotations
 

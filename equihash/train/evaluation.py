@@ -1,4 +1,4 @@
-"""Evaluation during training (the thesis' section 6.6), computed from fingerprints.
+"""Evaluation during training (docs/method.md section 6.6), computed from fingerprints.
 
 Every ``eval_freq`` steps the training loop encodes a fixed, seeded set of triplets
 (anchor, positive, negative) on the train and valid splits: the anchor and the positive
@@ -94,7 +94,7 @@ def covering_family(k: int, size: int, cover: int, seed: int, stream: str) -> np
 
 def subset_family(k: int, s: int, seed: int, stream: str = "subset_family") -> np.ndarray:
     """The fixed random family of s-subsets of the k bits that the worst entropy of
-    training-time evaluation is the minimum over (thesis section 6.6).
+    training-time evaluation is the minimum over (docs/method.md section 6.6).
 
     - s = 1: the k singletons ``[[0], [1], ..., [k-1]]`` (F = k);
     - s >= 2: one subset per pair of bits, the pair completed with s - 2 random other bits
@@ -160,7 +160,7 @@ def worst_entropy(codes: np.ndarray, family: np.ndarray, *, max_chunk_elements: 
 
 def training_figures(anchor: np.ndarray, positive: np.ndarray, negative: np.ndarray,
                      families: Mapping[int, np.ndarray]) -> dict:
-    """The fingerprint figures of one evaluation (one split) of the thesis' section 6.6.
+    """The fingerprint figures of one evaluation (one split) of docs/method.md section 6.6.
 
     ``anchor``, ``positive``, ``negative``: (n, B) uint8 packed fingerprints of the n
     evaluation triplets. ``families``: ``{s: (F, s) subset family}`` for s = 1..4

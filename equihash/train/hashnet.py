@@ -1,4 +1,4 @@
-"""The HashNet baseline objective (the thesis' section 6.2), as a gradient with respect to the logits.
+"""The HashNet baseline objective (docs/method.md section 6.2), as a gradient with respect to the logits.
 
 One optimiser step sees the logits ``z`` of shape ``(n, 2, k)`` of *mixed pairs*: the
 first half of the rows are positive pairs (two noisy instances of one label, similarity
@@ -99,7 +99,7 @@ def hashnet_gradient(z: Tensor, similar: Tensor, alpha: float, beta: float) -> t
 
 
 class HashNet(torch.nn.Module):
-    """The HashNet objective of the thesis' section 6.2 on mixed pairs, as a logits gradient.
+    """The HashNet objective of docs/method.md section 6.2 on mixed pairs, as a logits gradient.
 
     Args:
         nbits: k, the number of bits (checked against the logits).

@@ -1,4 +1,4 @@
-"""The HashNetShannon ablation (the thesis' section 6.4): ShannonHamming with its Hamming term
+"""The HashNetShannon ablation (docs/method.md section 6.4): ShannonHamming with its Hamming term
 replaced by HashNet's loss on positive pairs.
 
 The logits ``z`` ``(n, 2, k)`` are positive pairs only (as for ShannonHamming), so the

@@ -1,4 +1,4 @@
-"""The JMLH baseline objective (the thesis' section 6.3), as a gradient with respect to the logits.
+"""The JMLH baseline objective (docs/method.md section 6.3), as a gradient with respect to the logits.
 
 JMLH learns the hash as the stochastic bottleneck of a classifier. The training loop
 fixes ``num_classes`` random training labels (the *classes*); one optimiser step sees
@@ -41,7 +41,7 @@ def kl_to_fair_coin(z: Tensor) -> Tensor:
 
 
 class JMLH(torch.nn.Module):
-    """The JMLH objective of the thesis' section 6.3 on one instance per row, as a logits gradient.
+    """The JMLH objective of docs/method.md section 6.3 on one instance per row, as a logits gradient.
 
     Args:
         nbits: k, the number of bits (input size of the classifier).

@@ -1,4 +1,4 @@
-"""The training loop (the thesis' section 6): endless fresh keyed instances, the two-pass step of 6.1,
+"""The training loop (docs/method.md section 6): endless fresh keyed instances, the two-pass step of 6.1,
 evaluation every ``eval_every`` steps (6.6), periodic checkpoints and exact resumption.
 
 Every random draw is keyed: the labels of step ``s`` come from the stream
@@ -96,7 +96,7 @@ def class_labels(generator: np.random.Generator, n: int, bank_size: int, cells: 
 
 
 class EvalSet:
-    """The fixed, seeded triplets of the thesis' section 6.6 for one split."""
+    """The fixed, seeded triplets of docs/method.md section 6.6 for one split."""
 
     def __init__(self, mosaic, split: str, size: int, seed: int):
         gen = KeyedRandom(seed, split, "eval_labels").at(0)
@@ -382,7 +382,7 @@ def train_model(*, task: str, model: str, bank, nbits: int, params: dict, checkp
 def write_perceptual_model(*, task: str, model: str, bank, params: dict, model_path, eval_log_path,
                            noise_sigma: float | None = None, perlin=None, in_memory: bool = False) -> None:
     """The model file of the perceptual hash ``model`` (no weights: the hash is the encoder)
-    and its evaluation log: the figures of the training-time evaluation (thesis section 6.6)
+    and its evaluation log: the figures of the training-time evaluation (docs/method.md section 6.6)
     at step 0, on the ``eval_size`` triplets of the train and valid splits, keyed by ``seed``
     as a trained model's are, so that a fixed hash sits on the learned models' curves."""
     if model not in HASH_BITS:

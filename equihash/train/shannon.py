@@ -1,4 +1,4 @@
-"""The Shannon term of the ShannonHamming objective (the thesis' section 6.1).
+"""The Shannon term of the ShannonHamming objective (docs/method.md section 6.1).
 
 The Shannon term maximises, over every *bit tuple* ``T`` (every ``tuple_size``-subset of
 the ``k`` bits), the entropy of the batch-average distribution of T's bits::

@@ -1,4 +1,4 @@
-"""The ShannonHamming objective (the thesis' section 6.1), as a gradient with respect to the logits.
+"""The ShannonHamming objective (docs/method.md section 6.1), as a gradient with respect to the logits.
 
 One optimiser step sees the logits ``z`` of shape ``(n, 2, k)`` of all its batches: n
 positive pairs (two noisy instances of one label), k bits. The objective is
@@ -114,7 +114,7 @@ def huber_gradient(z: Tensor, slope: float, knee: float = 9.0) -> Tensor:
 
 class PairShannonObjective(torch.nn.Module, abc.ABC):
     """An objective on positive pairs: a *pair term* (defined by the subclass) plus the
-    Shannon term of the thesis' section 6.1 plus the Huber penalty, as a logits gradient.
+    Shannon term of docs/method.md section 6.1 plus the Huber penalty, as a logits gradient.
 
     Args (shared by the subclasses):
         nbits: k, the number of bits (logits per instance).
@@ -252,7 +252,7 @@ class PairShannonObjective(torch.nn.Module, abc.ABC):
 
 
 class ShannonHamming(PairShannonObjective):
-    """The ShannonHamming objective of the thesis' section 6.1, evaluated as a logits gradient: the
+    """The ShannonHamming objective of docs/method.md section 6.1, evaluated as a logits gradient: the
     Hamming term (weight ``hamming_weight``, lambda_H = 1.0) as the pair term, plus the
     Shannon term and the Huber penalty of :class:`PairShannonObjective` (whose arguments
     it takes too; ``nbits`` only sizes the tuple family). Stats: ``loss``,

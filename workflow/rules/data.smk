@@ -1,4 +1,4 @@
-# Image banks (the thesis' section 2), the Perlin noise file (the thesis' section 3) and pictures of the mosaics.
+# Image banks (docs/method.md section 2), the Perlin noise file (docs/method.md section 3) and pictures of the mosaics.
 
 
 def bank_source(wildcards):

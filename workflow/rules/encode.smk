@@ -1,4 +1,4 @@
-# Encoding (the thesis' section 7): one job per database shard, their merge, queries and triplets.
+# Encoding (docs/method.md section 7): one job per database shard, their merge, queries and triplets.
 
 
 rule encode_shard:

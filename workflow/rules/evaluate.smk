@@ -1,4 +1,4 @@
-# Metrics (the thesis' section 9) and prioritised multi-probing (the thesis' section 10).
+# Metrics (docs/method.md section 9) and prioritised multi-probing (docs/method.md section 10).
 
 
 rule evaluate:

@@ -1,4 +1,4 @@
-# The inverted index (the thesis' section 8): fingerprint -> database positions.
+# The inverted index (docs/method.md section 8): fingerprint -> database positions.
 
 
 rule index:

@@ -1,4 +1,4 @@
-# Database, query and triplet labels (the thesis' section 4).
+# Database, query and triplet labels (docs/method.md section 4).
 
 
 rule labels:

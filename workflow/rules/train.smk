@@ -1,4 +1,4 @@
-# Training (the thesis' section 6). Checkpoints live beside the model and are not outputs, so a
+# Training (docs/method.md section 6). Checkpoints live beside the model and are not outputs, so a
 # training killed by a time limit resumes from the last one when the rule runs again.
 
 
