@@ -28,7 +28,7 @@ import yaml
 
 from equihash.data.labels import write_labels
 from equihash.data.mosaic import task_class
-from equihash.index import InvertedIndex
+from equihash.index import build_index, write_index
 from equihash.io import codes_array, fingerprint_schema, logits_array, query_schema, triplet_schema, write_table
 from equihash.nn import network_for_task
 
@@ -103,8 +103,8 @@ def sizes(config: dict, task: str, db_name: str, bank_size: int) -> list[tuple[s
         triplets = pa.Table.from_arrays([codes_array(codes[:t])] * 3, schema=triplet_schema(nbytes))
         per_row = parquet_bytes_per_row(triplets, tmp, "triplets")
         rows.append(("fingerprints/.../triplets.parquet", per_row * pairs, f"{pairs:,} rows x {per_row:.1f} B"))
-        index = InvertedIndex.build(codes)
-        index.save(tmp / "index")
+        index = build_index(codes)
+        write_index(index, tmp / "index")
         per_code = file_bytes(tmp / "index") / sample
         rows.append(("index/.../", per_code * n, f"{per_code:.2f} B per database code"))
     rows.append(("metrics/.../metrics.json", 4096 + 16 * k, "figures and two histograms of k+1 counts"))

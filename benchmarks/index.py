@@ -154,18 +154,18 @@ def probe_logits(codes: np.ndarray, q: int, seed: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- children
 def measure_equihash(n: int, seed: int, threads: int) -> dict:
-    from equihash.index import InvertedIndex
+    from equihash.index import build_index, read_index, write_index
 
     codes = database_codes(n, seed)
     reset_peak()
-    build_s, index = timed(lambda: InvertedIndex.build(codes, threads=threads))
+    build_s, index = timed(lambda: build_index(codes, threads=threads))
     peak = peak_gb()
     n_unique = index.n_unique
     with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks") as tmp:
-        index.save(Path(tmp) / "index")
+        write_index(index, Path(tmp) / "index")
         disk = directory_bytes(Path(tmp) / "index")
         del index
-        index = InvertedIndex.load(Path(tmp) / "index", threads=threads)
+        index = read_index(Path(tmp) / "index", threads=threads)
         queries = lookup_queries(codes, seed)
         lookup_s, (offsets, positions) = timed(lambda: index.lookup(queries), 3)
         lookup_one_thread_s, _ = timed(lambda: index.lookup(queries, threads=1), 3)
@@ -260,7 +260,7 @@ def measure_evaluation(n: int, seed: int, threads: int, queries: int) -> dict:
     from equihash.data.labels import write_labels
     from equihash.evaluate.metrics import internal_collisions
     from equihash.evaluate.run import evaluate_run
-    from equihash.index import InvertedIndex
+    from equihash.index import build_index_from_parquet
     from equihash.io import code_type, read_columns, read_labels
 
     bank_size = 1
@@ -273,7 +273,7 @@ def measure_evaluation(n: int, seed: int, threads: int, queries: int) -> dict:
                                                  seed=seed, split="test"))
         fingerprints_s, _ = timed(lambda: write_fingerprints(tmp / "labels", tmp / "fingerprints", bank_size, seed))
         reset_peak()
-        build_s, index = timed(lambda: InvertedIndex.build_parquet(tmp / "fingerprints" / "database.parquet",
+        build_s, index = timed(lambda: build_index_from_parquet(tmp / "fingerprints" / "database.parquet",
                                                                    tmp / "index", threads=threads))
         build_peak = peak_gb()
         disk, loaded, n_unique = directory_bytes(tmp / "index"), index.memory_usage, index.n_unique

@@ -37,8 +37,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from index import database_codes, timed  # noqa: E402  (the benchmark's synthetic codes)
 
-from equihash.index import InvertedIndex  # noqa: E402
-from equihash.index.inverted import default_threads, file_crc32  # noqa: E402
+from equihash.index import build_index, read_index, write_index  # noqa: E402
+from equihash.index.format import file_crc32  # noqa: E402
+from equihash.index.inverted import default_threads  # noqa: E402
 
 
 def word_sum(buffer: memoryview) -> int:
@@ -70,7 +71,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "index"
-        InvertedIndex.build(database_codes(n, args.seed)).save(directory)
+        write_index(build_index(database_codes(n, args.seed)), directory)
         files = sorted(directory.glob("*.bin"))
         total = sum(path.stat().st_size for path in files)
         buffers = [memoryview(path.read_bytes()) for path in files]
@@ -82,8 +83,8 @@ def main() -> None:
         seconds, _ = timed(lambda: [file_crc32(path) for path in files], args.repeats)
         rows.append(("file_crc32 (8 MiB reads)", 1, seconds, total / seconds))
         for threads in sorted({1, args.threads}):
-            plain, _ = timed(lambda: InvertedIndex.load(directory, verify=False, threads=threads), args.repeats)
-            verified, _ = timed(lambda: InvertedIndex.load(directory, threads=threads), args.repeats)
+            plain, _ = timed(lambda: read_index(directory, verify=False, threads=threads), args.repeats)
+            verified, _ = timed(lambda: read_index(directory, threads=threads), args.repeats)
             rows.append(("load verify=False", threads, plain, float("nan")))
             rows.append(("load verify=True", threads, verified, total / max(verified - plain, 1e-9)))
 

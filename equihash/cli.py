@@ -297,9 +297,9 @@ def run_encode_queries(args) -> None:
 
 def run_index(args) -> None:
     """Build the inverted index, fingerprint -> database positions (docs/method.md section 8), and save it."""
-    from equihash.index import InvertedIndex
+    from equihash.index import build_index_from_parquet
 
-    InvertedIndex.build_parquet(args.database, args.out_dir)
+    build_index_from_parquet(args.database, args.out_dir)
 
 
 def run_evaluate(args) -> None:

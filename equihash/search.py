@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from equihash.data.examples import display_pixels
 from equihash.data.keyed import KeyedRandom
-from equihash.index import InvertedIndex
+from equihash.index import read_index
 from equihash.io import InputError, atomic_path, check_schema, code_type, column_to_numpy, labels_type, read_label_rows
 
 QUERY_KINDS = ("positive", "negative")
@@ -182,7 +182,7 @@ class RunSearch:
 
     def __init__(self, *, index_dir, labels_dir, fingerprints_dir, mosaic, split: str, seed: int):
         self.labels_dir, self.fingerprints_dir = Path(labels_dir), Path(fingerprints_dir)
-        self.index = InvertedIndex.load(index_dir)
+        self.index = read_index(index_dir)
         self.mosaic = mosaic
         self.split, self.seed = split, int(seed)
         self.database_labels = self.labels_dir / "database.parquet"

@@ -31,7 +31,7 @@ import pytest
 import equihash
 from equihash.config import config_sha256
 from equihash.evaluate.run import evaluate_run, git_commit, git_dirty, run_provenance
-from equihash.index import InvertedIndex
+from equihash.index import build_index, read_database_codes, write_index
 from equihash.io import InputError, codes_array, labels_array, logits_array, write_table
 
 L1, L2, L3, L4 = [0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3], [0, 0, 0, 4]
@@ -67,7 +67,7 @@ def write_run(tmp_path) -> dict:
                 tmp_path / "pos_labels.parquet")
     ids = pa.array(np.arange(6, dtype=np.uint64))
     write_table(pa.table({"id": ids, "code": codes_array(db_codes)}), tmp_path / "database.parquet")
-    InvertedIndex.from_parquet(tmp_path / "database.parquet").save(tmp_path / "index")
+    write_index(build_index(read_database_codes(tmp_path / "database.parquet")), tmp_path / "index")
     query_file(tmp_path / "pos.parquet", POSITIVE)
     query_file(tmp_path / "neg.parquet", NEGATIVE)
     # triplets: positive distances 0, 1; negative distances 8, 2
@@ -97,13 +97,13 @@ def test_known_answers(tmp_path):
 
 
 def another_size_index(t):
-    InvertedIndex.build(np.zeros((5, 1), dtype=np.uint8)).save(t / "small-index")
+    write_index(build_index(np.zeros((5, 1), dtype=np.uint8)), t / "small-index")
     return {"index_dir": t / "small-index"}
 
 
 def partition_index(t):
     codes = np.array([[0x00], [0x00], [0x01], [0xF0], [0xF0], [0xF0]], dtype=np.uint8)
-    InvertedIndex.build(codes, prefix_bits=1, prefix=1).save(t / "part-index")
+    write_index(build_index(codes, prefix_bits=1, prefix=1), t / "part-index")
     return {"index_dir": t / "part-index"}
 
 

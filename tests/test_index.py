@@ -12,8 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from equihash.index import InvertedIndex, code_keys
-from equihash.index import inverted as inverted_module
+from equihash.index import InvertedIndex, build_index, code_keys, read_database_codes, read_index, write_index
+from equihash.index import build as build_module
+from equihash.index.format import index_header
 from equihash.index.inverted import keys_to_codes
 from equihash.io import InputError, codes_array, fingerprint_schema, write_table
 
@@ -70,7 +71,7 @@ def splitmix64_key(code: bytes) -> int:
 
 
 def assert_same_index(a: InvertedIndex, b: InvertedIndex):
-    assert a.header() == b.header()
+    assert index_header(a) == index_header(b)
     for name, array in a.arrays().items():
         assert np.array_equal(np.asarray(array), np.asarray(b.arrays()[name])), name
 
@@ -81,7 +82,7 @@ def assert_same_index(a: InvertedIndex, b: InvertedIndex):
 def test_lookup_matches_brute_force(nbytes, n):
     rng = np.random.default_rng(1000 * nbytes + n)
     database = random_database(rng, n, nbytes)
-    index = InvertedIndex.build(database)
+    index = build_index(database)
     truth = brute_force(database)
     queries = query_codes(rng, database, nbytes)
     offsets, positions = index.lookup(queries)
@@ -101,7 +102,7 @@ def test_lookup_matches_brute_force(nbytes, n):
 def test_large_batches_split_across_threads_answer_alike():
     rng = np.random.default_rng(2)
     database = random_database(rng, 30_000, 8)
-    index = InvertedIndex.build(database)
+    index = build_index(database)
     queries = np.concatenate([query_codes(rng, database, 8, 40_000)])  # 120000 >= MIN_PARALLEL
     one = index.lookup(queries, threads=1)
     for threads in (2, 3, 7):
@@ -116,7 +117,7 @@ def test_large_batches_split_across_threads_answer_alike():
 def test_layout_invariants(nbytes):
     rng = np.random.default_rng(nbytes)
     database = random_database(rng, 3000, nbytes)
-    index = InvertedIndex.build(database)
+    index = build_index(database)
     keys, offsets, positions, directory = index.keys, index.offsets, index.positions, index.directory
     assert keys.dtype == np.uint64 and positions.dtype == np.uint32
     assert offsets.dtype == np.uint32 and directory.dtype == np.uint32
@@ -163,12 +164,12 @@ def test_equal_keys_of_distinct_long_codes_are_told_apart():
     key = np.uint64(splitmix64_key(a.tobytes()))
     keys = np.full(len(codes), key, dtype=np.uint64)  # b pretends to hash like a
     values = np.arange(len(codes), dtype=np.uint32)
-    out_keys, offsets, positions, fingerprints = inverted_module._posting_lists(keys, values, 1, 16, codes=codes)
+    out_keys, offsets, positions, fingerprints = build_module._posting_lists(keys, values, 1, 16, codes=codes)
     assert out_keys.tolist() == [int(key), int(key)]
     assert offsets.tolist() == [0, 3, 6]
     assert positions.tolist() == [1, 3, 4, 0, 2, 5]
     assert np.array_equal(fingerprints, np.stack([b, a]))
-    index = InvertedIndex(out_keys, offsets, positions, inverted_module._directory(out_keys, 0, np.uint32),
+    index = InvertedIndex(out_keys, offsets, positions, build_module._directory(out_keys, 0, np.uint32),
                           fingerprints, nbytes=16)
     assert index.lookup_one(a).tolist() == [0, 2, 5]  # the scan passes b's entry of equal key
     assert index.lookup(a[None, :])[1].tolist() == [0, 2, 5]
@@ -176,7 +177,7 @@ def test_equal_keys_of_distinct_long_codes_are_told_apart():
 
 def test_known_answer_by_hand():
     database = np.array([[3], [1], [3], [2], [1], [3]], dtype=np.uint8)
-    index = InvertedIndex.build(database)
+    index = build_index(database)
     assert sorted(index.fingerprints.ravel().tolist()) == [1, 2, 3]
     lists = {int(code[0]): index.positions[index.offsets[u]:index.offsets[u + 1]].tolist()
              for u, code in enumerate(index.fingerprints)}
@@ -190,12 +191,12 @@ def test_known_answer_by_hand():
 
 
 def test_empty_and_single_code():
-    empty = InvertedIndex.build(np.zeros((0, 8), dtype=np.uint8))
+    empty = build_index(np.zeros((0, 8), dtype=np.uint8))
     assert (empty.size, empty.n_unique, empty.directory.tolist()) == (0, 0, [0, 0])
     offsets, positions = empty.lookup(np.zeros((3, 8), dtype=np.uint8))
     assert offsets.tolist() == [0, 0, 0, 0] and len(positions) == 0
     assert empty.lookup_one(bytes(8)).tolist() == []
-    single = InvertedIndex.build(np.full((1, 2), 0xAB, dtype=np.uint8))
+    single = build_index(np.full((1, 2), 0xAB, dtype=np.uint8))
     assert single.lookup_one(b"\xab\xab").tolist() == [0]
     assert single.lookup_one(b"\xab\xaa").tolist() == []
     offsets, positions = single.lookup(np.zeros((0, 2), dtype=np.uint8))
@@ -206,7 +207,7 @@ def test_one_code_repeated_everywhere():
     """A degenerate network (every instance on one fingerprint): one posting list of N."""
     database = np.full((70_000, 8), 0x5A, dtype=np.uint8)
     database[::1000] = 0  # a second code, interleaved
-    index = InvertedIndex.build(database)
+    index = build_index(database)
     assert index.n_unique == 2
     assert index.lookup_one(database[1]).tolist() == [i for i in range(70_000) if i % 1000]
     assert index.lookup_one(database[0]).tolist() == list(range(0, 70_000, 1000))
@@ -220,11 +221,11 @@ def test_one_code_repeated_everywhere():
 def test_build_is_deterministic_whatever_the_threads(tmp_path):
     rng = np.random.default_rng(3)
     database = random_database(rng, 100_000, 8)
-    first = InvertedIndex.build(database, threads=1)
+    first = build_index(database, threads=1)
     for threads in (2, 5):
-        assert_same_index(first, InvertedIndex.build(database.copy(), threads=threads))
-    first.save(tmp_path / "a")
-    InvertedIndex.build(database, threads=4).save(tmp_path / "b")
+        assert_same_index(first, build_index(database.copy(), threads=threads))
+    write_index(first, tmp_path / "a")
+    write_index(build_index(database, threads=4), tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == ["directory.bin", "header.json", "keys.bin", "offsets.bin", "positions.bin"]
     for name in names:
@@ -234,10 +235,10 @@ def test_build_is_deterministic_whatever_the_threads(tmp_path):
 def test_prefix_index_holds_exactly_its_share():
     rng = np.random.default_rng(13)
     database = random_database(rng, 4000, 8)
-    whole = InvertedIndex.build(database)
+    whole = build_index(database)
     keys = code_keys(database)
     for prefix in range(8):
-        part = InvertedIndex.build(database, prefix_bits=3, prefix=prefix)
+        part = build_index(database, prefix_bits=3, prefix=prefix)
         mine = (keys >> np.uint64(61)) == prefix
         assert np.array_equal(np.sort(part.positions), np.flatnonzero(mine))
         assert part.size == mine.sum() and part.database_size == 4000
@@ -248,11 +249,11 @@ def test_prefix_index_holds_exactly_its_share():
             expected = full[1][full[0][j]:full[0][j + 1]].tolist() if routed[j] else []
             assert got[1][got[0][j]:got[0][j + 1]].tolist() == expected
     with pytest.raises(InputError, match=r"prefix: expected an integer in \[0, 2\*\*3\), got 8"):
-        InvertedIndex.build(database, prefix_bits=3, prefix=8)
+        build_index(database, prefix_bits=3, prefix=8)
 
 
 def test_wrong_code_width_raises():
-    index = InvertedIndex.build(np.zeros((4, 8), dtype=np.uint8))
+    index = build_index(np.zeros((4, 8), dtype=np.uint8))
     with pytest.raises(InputError, match=r"expected fingerprints of 8 bytes \(64 bits\), got 4 bytes \(32 bits\)"):
         index.lookup(np.zeros((2, 4), dtype=np.uint8))
     with pytest.raises(InputError, match="expected fingerprints of 8 bytes"):
@@ -260,7 +261,7 @@ def test_wrong_code_width_raises():
     with pytest.raises(InputError, match="dtype uint8"):
         index.lookup(np.zeros((2, 8), dtype=np.int64))
     with pytest.raises(InputError, match=r"shape \(n, B\)"):
-        InvertedIndex.build(np.zeros(8, dtype=np.uint8))
+        build_index(np.zeros(8, dtype=np.uint8))
 
 
 # ----------------------------------------------------------------------------- persistence
@@ -269,10 +270,10 @@ def test_wrong_code_width_raises():
 def test_save_load_round_trip(tmp_path, nbytes, mmap):
     rng = np.random.default_rng(11 * nbytes)
     database = random_database(rng, 2000, nbytes)
-    index = InvertedIndex.build(database)
-    index.save(tmp_path / "index")
+    index = build_index(database)
+    write_index(index, tmp_path / "index")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no temporary left
-    loaded = InvertedIndex.load(tmp_path / "index", mmap=mmap)
+    loaded = read_index(tmp_path / "index", mmap=mmap)
     assert all(isinstance(array, np.memmap) == mmap for array in loaded.arrays().values())
     header = json.loads((tmp_path / "index" / "header.json").read_text())
     u, b = index.n_unique, index.directory_bits
@@ -300,8 +301,8 @@ def test_save_load_round_trip(tmp_path, nbytes, mmap):
 
 
 def test_save_load_empty(tmp_path):
-    InvertedIndex.build(np.zeros((0, 2), dtype=np.uint8)).save(tmp_path / "empty")
-    loaded = InvertedIndex.load(tmp_path / "empty")
+    write_index(build_index(np.zeros((0, 2), dtype=np.uint8)), tmp_path / "empty")
+    loaded = read_index(tmp_path / "empty")
     assert loaded.size == 0 and loaded.lookup_one(b"\x00\x00").tolist() == []
 
 
@@ -309,7 +310,7 @@ def test_save_load_empty(tmp_path):
 def test_truncated_or_padded_array_raises(tmp_path, name):
     nbytes = 16 if name == "fingerprints" else 8
     database = random_database(np.random.default_rng(5), 1000, nbytes)
-    InvertedIndex.build(database).save(tmp_path / "index")
+    write_index(build_index(database), tmp_path / "index")
     path = tmp_path / "index" / f"{name}.bin"
     size = path.stat().st_size
     with open(path, "r+b") as handle:
@@ -317,15 +318,15 @@ def test_truncated_or_padded_array_raises(tmp_path, name):
     for mmap in (True, False):
         with pytest.raises(InputError, match=rf"{name}\.bin: truncated index array '{name}': {size - 3} bytes, "
                                              rf"expected .*shape .*{size} bytes"):
-            InvertedIndex.load(tmp_path / "index", mmap=mmap)
+            read_index(tmp_path / "index", mmap=mmap)
     with open(path, "r+b") as handle:
         handle.truncate(size + 8)
     with pytest.raises(InputError, match=rf"{name}\.bin: too long index array"):
-        InvertedIndex.load(tmp_path / "index")
+        read_index(tmp_path / "index")
 
 
 def test_missing_or_bad_header_raises(tmp_path):
-    InvertedIndex.build(np.arange(24, dtype=np.uint8).reshape(3, 8)).save(tmp_path / "index")
+    write_index(build_index(np.arange(24, dtype=np.uint8).reshape(3, 8)), tmp_path / "index")
     header_path = tmp_path / "index" / "header.json"
     header = json.loads(header_path.read_text())
     cases = [
@@ -345,31 +346,31 @@ def test_missing_or_bad_header_raises(tmp_path):
     for bad, message in cases:
         header_path.write_text(json.dumps(bad))
         with pytest.raises(InputError, match=r"header\.json: " + message):
-            InvertedIndex.load(tmp_path / "index")
+            read_index(tmp_path / "index")
     # a header that agrees with itself but not with the files: the files are named
     arrays = {name: dict(spec) for name, spec in header["arrays"].items()}
     arrays["positions"]["shape"] = [4]
     header_path.write_text(json.dumps(dict(header, size=4, database_size=4, arrays=arrays)))
     with pytest.raises(InputError, match=r"positions\.bin: truncated index array 'positions': 12 bytes, "
                                          r"expected uint32 array of shape \(4,\), 16 bytes"):
-        InvertedIndex.load(tmp_path / "index")
+        read_index(tmp_path / "index")
     header_path.write_text("{not json")
     with pytest.raises(InputError, match=r"header\.json: not valid JSON"):
-        InvertedIndex.load(tmp_path / "index")
+        read_index(tmp_path / "index")
     header_path.unlink()
     with pytest.raises(InputError, match=r"header\.json: index header not found"):
-        InvertedIndex.load(tmp_path / "index")
+        read_index(tmp_path / "index")
     with pytest.raises(InputError, match=r"header\.json"):
-        InvertedIndex.load(tmp_path / "nowhere")
+        read_index(tmp_path / "nowhere")
 
 
 def test_inconsistent_offsets_raise(tmp_path):
-    InvertedIndex.build(np.arange(24, dtype=np.uint8).reshape(3, 8)).save(tmp_path / "index")
+    write_index(build_index(np.arange(24, dtype=np.uint8).reshape(3, 8)), tmp_path / "index")
     np.array([0, 1, 2, 2], dtype="<u4").tofile(tmp_path / "index" / "offsets.bin")
     with pytest.raises(InputError, match=r"offsets\.bin: damaged index array 'offsets': its CRC-32 is"):
-        InvertedIndex.load(tmp_path / "index")
+        read_index(tmp_path / "index")
     with pytest.raises(InputError, match=r"offsets\.bin: 'offsets' must run from 0 to 3, got 0 \.\. 2"):
-        InvertedIndex.load(tmp_path / "index", verify=False)
+        read_index(tmp_path / "index", verify=False)
 
 
 def flip_byte(path, at: int, mask: int) -> None:
@@ -386,7 +387,7 @@ def test_any_flipped_byte_is_named_at_load(tmp_path, name, where):
     nbytes = 16 if name == "fingerprints" else 8
     rng = np.random.default_rng([3, ARRAYS.index(name) if name in ARRAYS else 4])
     database = random_database(rng, 1500, nbytes)
-    InvertedIndex.build(database).save(tmp_path / "index")
+    write_index(build_index(database), tmp_path / "index")
     path = tmp_path / "index" / f"{name}.bin"
     size = path.stat().st_size
     at = {"first": 0, "middle": size // 2, "last": size - 1, "random": int(rng.integers(0, size))}[where]
@@ -395,9 +396,9 @@ def test_any_flipped_byte_is_named_at_load(tmp_path, name, where):
         for mmap in (True, False):
             with pytest.raises(InputError, match=rf"{name}\.bin: damaged index array '{name}': its CRC-32 is "
                                                  r"[0-9a-f]{8}, header\.json records [0-9a-f]{8}"):
-                InvertedIndex.load(tmp_path / "index", mmap=mmap)
+                read_index(tmp_path / "index", mmap=mmap)
         flip_byte(path, at, mask)  # restored: it loads and answers again
-        assert InvertedIndex.load(tmp_path / "index").lookup_one(database[7]).tolist() == \
+        assert read_index(tmp_path / "index").lookup_one(database[7]).tolist() == \
             np.flatnonzero((database == database[7]).all(axis=1)).tolist()
 
 
@@ -405,13 +406,13 @@ UNVERIFIED_LOOKUPS = """
 import sys
 from pathlib import Path
 import numpy as np
-from equihash.index import InvertedIndex
+from equihash.index import build_index, read_index, write_index
 from equihash.io import InputError
 
 root, nbytes = Path(sys.argv[1]), int(sys.argv[2])
 rng = np.random.default_rng(nbytes)
 codes = rng.integers(0, 256, size=(40, nbytes), dtype=np.uint8)[rng.integers(0, 40, size=120)]  # repeated codes
-InvertedIndex.build(codes).save(root / "index")
+write_index(build_index(codes), root / "index")
 queries = np.concatenate([codes, rng.integers(0, 256, size=(20, nbytes), dtype=np.uint8)])
 logits = (np.unpackbits(codes[:20], axis=1) * 2.0 - 1.0).astype(np.float32)
 logits *= rng.uniform(0.1, 1.0, logits.shape).astype(np.float32)
@@ -423,7 +424,7 @@ for path in sorted((root / "index").glob("*.bin")):
         damaged[at] ^= int(mask)
         path.write_bytes(bytes(damaged))
         try:
-            index = InvertedIndex.load(root / "index", verify=False, threads=1)
+            index = read_index(root / "index", verify=False, threads=1)
             answers = [index.lookup(queries), index.multiprobe(logits, 4)]
             answers += [(None, index.lookup_one(code)) for code in queries[::10]]
         except InputError as exc:
@@ -452,22 +453,22 @@ def test_unverified_damaged_index_never_crashes(tmp_path, nbytes):
 
 
 def test_missing_array_raises(tmp_path):
-    InvertedIndex.build(np.zeros((3, 8), dtype=np.uint8)).save(tmp_path / "index")
+    write_index(build_index(np.zeros((3, 8), dtype=np.uint8)), tmp_path / "index")
     (tmp_path / "index" / "directory.bin").unlink()
     with pytest.raises(InputError, match=r"directory\.bin: index array 'directory' not found"):
-        InvertedIndex.load(tmp_path / "index")
+        read_index(tmp_path / "index")
 
 
 def test_wide_dtypes_give_identical_answers(tmp_path):
     """The uint64 layout (databases of 2**32 positions or more) answers alike."""
     rng = np.random.default_rng(21)
     database = random_database(rng, 3000, 8)
-    narrow = InvertedIndex.build(database)
+    narrow = build_index(database)
     wide = InvertedIndex(narrow.keys, narrow.offsets.astype(np.uint64), narrow.positions.astype(np.uint64),
                          narrow.directory.astype(np.uint64), nbytes=8)
-    wide.save(tmp_path / "wide")
-    wide = InvertedIndex.load(tmp_path / "wide")
-    assert wide.positions.dtype == np.uint64 and wide.header()["index_dtype"] == "uint64"
+    write_index(wide, tmp_path / "wide")
+    wide = read_index(tmp_path / "wide")
+    assert wide.positions.dtype == np.uint64 and index_header(wide)["index_dtype"] == "uint64"
     queries = query_codes(rng, database, 8)
     for a, b in zip(narrow.lookup(queries), wide.lookup(queries)):
         assert np.array_equal(a, b)
@@ -484,11 +485,11 @@ def test_from_parquet(tmp_path):
         [pa.array(np.arange(700, dtype=np.uint64)), codes_array(database)], schema=fingerprint_schema(8)
     )
     write_table(table, tmp_path / "database.parquet", row_group_size=256)
-    assert_same_index(InvertedIndex.from_parquet(tmp_path / "database.parquet"), InvertedIndex.build(database))
+    assert_same_index(build_index(read_database_codes(tmp_path / "database.parquet")), build_index(database))
 
     shuffled = table.set_column(0, "id", pa.array(np.arange(700, dtype=np.uint64)[::-1]))
     write_table(shuffled, tmp_path / "bad.parquet")
     with pytest.raises(InputError, match=r"bad\.parquet: column 'id' must be the database positions"):
-        InvertedIndex.from_parquet(tmp_path / "bad.parquet")
+        build_index(read_database_codes(tmp_path / "bad.parquet"))
     with pytest.raises(InputError, match=r"missing\.parquet: file not found"):
-        InvertedIndex.from_parquet(tmp_path / "missing.parquet")
+        build_index(read_database_codes(tmp_path / "missing.parquet"))

@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from equihash.index import InvertedIndex, PartitionedIndex, code_keys
+from equihash.index import (PartitionedIndex, build_index, build_partitioned_index, build_partitioned_index_from_parquet,
+                            code_keys, read_index, write_index)
 from equihash.io import InputError
 
 from test_index import query_codes, random_database
@@ -31,8 +32,8 @@ def test_four_partitions_built_from_parquet_answer_as_the_single_index(tmp_path,
     rng = np.random.default_rng(100 + nbytes)
     database = random_database(rng, 6000, nbytes)
     path = write_database(tmp_path / "database.parquet", database, row_group_size=1100)
-    single = InvertedIndex.build(database)
-    partitioned = PartitionedIndex.build_parquet(path, tmp_path / "partitioned", prefix_bits=2,
+    single = build_index(database)
+    partitioned = build_partitioned_index_from_parquet(path, tmp_path / "partitioned", prefix_bits=2,
                                                  memory_budget=40_000, batch_rows=1300)
     assert len(partitioned.partitions) == 4 and partitioned.prefix_bits == 2
     # the partitions split the positions by key prefix: disjoint, complete, balanced
@@ -59,17 +60,17 @@ def test_four_partitions_built_from_parquet_answer_as_the_single_index(tmp_path,
 def test_in_memory_partitions_equal_the_parquet_ones_and_round_trip(tmp_path):
     rng = np.random.default_rng(7)
     database = random_database(rng, 2000, 8)
-    from_parquet = PartitionedIndex.build_parquet(write_database(tmp_path / "db.parquet", database),
+    from_parquet = build_partitioned_index_from_parquet(write_database(tmp_path / "db.parquet", database),
                                                   tmp_path / "a")
-    in_memory = PartitionedIndex.build(database, prefix_bits=2)
-    in_memory.save(tmp_path / "b")
+    in_memory = build_partitioned_index(database, prefix_bits=2)
+    write_index(in_memory, tmp_path / "b")
     for name in ["partitions.json"] + [f"part-{v}/{f}" for v in range(4) for f in
                                        ("header.json", "keys.bin", "offsets.bin", "positions.bin", "directory.bin")]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     manifest = json.loads((tmp_path / "a" / "partitions.json").read_text())
     assert manifest == {"format": "equihash-partitioned-index", "version": 1, "prefix_bits": 2, "nbytes": 8,
                         "database_size": 2000, "partitions": ["part-0", "part-1", "part-2", "part-3"]}
-    loaded = PartitionedIndex.load(tmp_path / "b", mmap=False)
+    loaded = read_index(tmp_path / "b", mmap=False)
     queries = query_codes(rng, database, 8)
     for a, b in zip(from_parquet.lookup(queries, threads=1), loaded.lookup(queries, threads=3)):
         assert np.array_equal(a, b)
@@ -77,31 +78,32 @@ def test_in_memory_partitions_equal_the_parquet_ones_and_round_trip(tmp_path):
 
 def test_damaged_partitioned_index_raises(tmp_path):
     database = random_database(np.random.default_rng(3), 1000, 8)
-    PartitionedIndex.build(database, prefix_bits=2).save(tmp_path / "index")
+    write_index(build_partitioned_index(database, prefix_bits=2), tmp_path / "index")
     root = tmp_path / "index"
-    with pytest.raises(InputError, match=r"partitions\.json: partition manifest not found"):
-        PartitionedIndex.load(tmp_path / "elsewhere")
+    with pytest.raises(InputError, match=r"elsewhere/header\.json: index header not found .* partitions\.json for a "
+                                         r"partitioned index"):
+        read_index(tmp_path / "elsewhere")
     # two partitions swapped: each is a valid index, but for another prefix
     shutil.move(root / "part-1", root / "swap")
     shutil.move(root / "part-2", root / "part-1")
     shutil.move(root / "swap", root / "part-2")
     with pytest.raises(InputError, match=r"part-1/header\.json: \(prefix_bits, prefix, nbytes, database_size\) = "
                                          r"\(2, 2, 8, 1000\), expected \(2, 1, 8, 1000\)"):
-        PartitionedIndex.load(root)
+        read_index(root)
     shutil.rmtree(root / "part-3")
     with pytest.raises(InputError, match=r"part-3/header\.json: index header not found"):
-        PartitionedIndex.load(root)
+        read_index(root)
     manifest = json.loads((root / "partitions.json").read_text())
     (root / "partitions.json").write_text(json.dumps(dict(manifest, partitions=["part-0"])))
     with pytest.raises(InputError, match=r"partitions\.json: field 'partitions' is \['part-0'\], expected"):
-        PartitionedIndex.load(root)
-    one = InvertedIndex.build(database, prefix_bits=2, prefix=0)
+        read_index(root)
+    one = build_index(database, prefix_bits=2, prefix=0)
     with pytest.raises(InputError, match=r"expected 2\*\*p partitions"):
         PartitionedIndex([one, one, one])
     with pytest.raises(InputError, match=r"partition 1: built for prefix 0 of 2 bits, expected prefix 1"):
         PartitionedIndex([one, one, one, one])
     with pytest.raises(InputError, match=r"expected fingerprints of 8 bytes"):
-        PartitionedIndex.build(database).lookup(np.zeros((1, 4), dtype=np.uint8))
+        build_partitioned_index(database).lookup(np.zeros((1, 4), dtype=np.uint8))
 
 
 @pytest.mark.parametrize("name", ["keys", "offsets", "positions", "directory"])
@@ -110,15 +112,15 @@ def test_a_flipped_byte_in_a_partition_is_named(tmp_path, name):
     is refused at load, naming that partition's file; unverified, a lookup never reads
     outside the partition's arrays."""
     database = random_database(np.random.default_rng(4), 1000, 8)
-    PartitionedIndex.build(database, prefix_bits=2).save(tmp_path / "index")
+    write_index(build_partitioned_index(database, prefix_bits=2), tmp_path / "index")
     path = tmp_path / "index" / "part-2" / f"{name}.bin"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF  # the top byte of the last entry (the key, offset, position or directory end)
     path.write_bytes(bytes(data))
     with pytest.raises(InputError, match=rf"part-2/{name}\.bin: damaged index array '{name}': its CRC-32"):
-        PartitionedIndex.load(tmp_path / "index")
+        read_index(tmp_path / "index")
     try:
-        unverified = PartitionedIndex.load(tmp_path / "index", verify=False)
+        unverified = read_index(tmp_path / "index", verify=False)
         positions = unverified.lookup(database)[1]
     except InputError as exc:  # the damage broke a range or a position
         assert f"part-2/{name}.bin" in str(exc)

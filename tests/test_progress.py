@@ -28,7 +28,8 @@ import equihash.progress as progress
 from equihash.data.labels import CHUNK_ROWS, write_labels
 from equihash.encode import merge_shards
 from equihash.evaluate.run import evaluate_run
-from equihash.index import InvertedIndex, PartitionedIndex
+from equihash.index import (build_index, build_index_from_parquet, build_partitioned_index_from_parquet,
+                            read_database_codes, write_index)
 from equihash.io import codes_array, fingerprint_schema, labels_array, logits_array, write_table
 from equihash.progress import Progress, format_duration, setup_logging
 
@@ -328,10 +329,10 @@ def test_merge_shards_counts_the_rows(tmp_path, log_file, not_a_terminal):
 def test_index_builds_count_codes_and_partitions(tmp_path, log_file, not_a_terminal):
     codes = np.random.default_rng(1).integers(0, 16, size=(5000, 1), dtype=np.uint8)
     fingerprint_file(tmp_path / "database.parquet", codes)
-    InvertedIndex.build_parquet(tmp_path / "database.parquet", tmp_path / "whole", batch_rows=1000)
-    InvertedIndex.build_parquet(tmp_path / "database.parquet", tmp_path / "spilled", batch_rows=1000,
+    build_index_from_parquet(tmp_path / "database.parquet", tmp_path / "whole", batch_rows=1000)
+    build_index_from_parquet(tmp_path / "database.parquet", tmp_path / "spilled", batch_rows=1000,
                                 memory_budget=20_000)
-    PartitionedIndex.build_parquet(tmp_path / "database.parquet", tmp_path / "parts", prefix_bits=1,
+    build_partitioned_index_from_parquet(tmp_path / "database.parquet", tmp_path / "parts", prefix_bits=1,
                                    batch_rows=1000)
     lines = finals(log_file)
     assert sorted(lines) == ["index partitions", "index read database.parquet", "index sort",
@@ -354,7 +355,7 @@ def test_evaluate_logs_each_stage(tmp_path, log_file, not_a_terminal):
                           "ground_truth": pa.array([[0, 1], [3]], type=pa.list_(pa.uint64()))}),
                 tmp_path / "pos_labels.parquet")
     fingerprint_file(tmp_path / "database.parquet", codes)
-    InvertedIndex.from_parquet(tmp_path / "database.parquet").save(tmp_path / "index")
+    write_index(build_index(read_database_codes(tmp_path / "database.parquet")), tmp_path / "index")
     for name, query_codes in (("pos", codes[[0, 3]]), ("neg", np.array([[0x0F]], dtype=np.uint8))):
         logits = np.where(np.unpackbits(query_codes, axis=1) == 1, 2.0, -2.0).astype(np.float32)
         write_table(pa.table({"id": pa.array(np.arange(len(logits), dtype=np.uint64)),

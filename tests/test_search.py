@@ -21,7 +21,7 @@ from equihash.data.banks import prepare_mnist_bank, read_bank
 from equihash.data.keyed import KeyedRandom
 from equihash.data.labels import write_labels
 from equihash.encode import Encoder, encode_database_shard, encode_queries, merge_shards
-from equihash.index import InvertedIndex, probe_codes
+from equihash.index import build_index, build_index_from_parquet, probe_codes, write_index
 from equihash.io import InputError, code_type, read_columns, read_ground_truth, read_labels
 from equihash.nn import MnistMosaicCNN
 from equihash.search import RunSearch, encode_images, grid_size, tile_origin
@@ -44,7 +44,7 @@ def run(tmp_path_factory):
     merge_shards([root / "shard.parquet"], root / "fp" / "database.parquet", nbytes=2)
     encode_queries(encoder, root / "labels", seed=0, split="test", out_positive=root / "fp" / "positive_queries.parquet",
                    out_negative=root / "fp" / "negative_queries.parquet", out_triplets=root / "fp" / "triplets.parquet")
-    InvertedIndex.build_parquet(root / "fp" / "database.parquet", root / "index")
+    build_index_from_parquet(root / "fp" / "database.parquet", root / "index")
     searcher = RunSearch(index_dir=root / "index", labels_dir=root / "labels", fingerprints_dir=root / "fp",
                          mosaic=encoder.mosaic, split="test", seed=0)
     return {"root": root, "encoder": encoder, "search": searcher,
@@ -190,7 +190,7 @@ def test_cli_bad_input_exits_2_naming_the_problem(run, tmp_path, capsys):
     assert not (tmp_path / "out.png").exists()
     # an index of another database: refused, naming both files
     other = np.zeros((N + 1, 2), dtype=np.uint8)
-    InvertedIndex.build(other).save(tmp_path / "other-index")
+    write_index(build_index(other), tmp_path / "other-index")
     with pytest.raises(InputError, match=rf"other-index/header\.json: an index of {N + 1} database positions, "
                                          rf"but .*database\.parquet has {N} rows"):
         RunSearch(index_dir=tmp_path / "other-index", labels_dir=run["root"] / "labels",

@@ -13,7 +13,7 @@ import equihash
 from equihash.config import config_sha256
 from equihash.evaluate.metrics import (binary_metrics, equidict, equiset, internal_collisions,
                                        metrics_document, multiprobe_entry)
-from equihash.index import InvertedIndex
+from equihash.index import read_index
 from equihash.io import (InputError, check_schema, code_type, read_columns, read_ground_truth, read_labels,
                          read_schema, write_json)
 from equihash.progress import Progress, logger
@@ -30,7 +30,7 @@ def evaluate_run(*, index_dir, database_labels, positive_labels, database, posit
     ``negative_labels``, the labels file of the negative queries, is optional and only
     counted), and InputError names the two files that disagree.
     """
-    index = InvertedIndex.load(index_dir)
+    index = read_index(index_dir)
     kind = code_type(index.nbytes)
     nbits = 8 * index.nbytes
     logits_kind = pa.list_(pa.float32(), nbits)

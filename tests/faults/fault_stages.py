@@ -81,9 +81,9 @@ def run_encode(inputs: Path, work: Path) -> None:
 
 
 def run_index(inputs: Path, work: Path) -> None:
-    from equihash.index import InvertedIndex
+    from equihash.index import build_index, read_database_codes, write_index
 
-    InvertedIndex.from_parquet(inputs / "database.parquet").save(work / "index")
+    write_index(build_index(read_database_codes(inputs / "database.parquet")), work / "index")
 
 
 STAGES = {"labels": run_labels, "train": run_train, "encode": run_encode, "index": run_index}

@@ -1,5 +1,5 @@
-from equihash.index import InvertedIndex
+from equihash.index import build_index_from_parquet
 from equihash.progress import setup_logging
 
 setup_logging(snakemake.log[0])
-InvertedIndex.build_parquet(snakemake.input[0], snakemake.output[0])
+build_index_from_parquet(snakemake.input[0], snakemake.output[0])
