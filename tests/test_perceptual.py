@@ -107,6 +107,24 @@ def test_module_interface():
         perceptual_logits("aHash", np.zeros((2, 4, 5, 5), dtype=np.uint8))
 
 
+def test_a_missing_package_is_named_with_its_install_command(monkeypatch):
+    import importlib
+
+    from equihash.nn import perceptual
+
+    real = importlib.import_module
+
+    def without_pdqhash(name, *args):
+        if name == "pdqhash":
+            raise ImportError("No module named 'pdqhash'")
+        return real(name, *args)
+
+    monkeypatch.setattr(perceptual.importlib, "import_module", without_pdqhash)
+    with pytest.raises(ImportError, match="the perceptual hash PDQ needs the package pdqhash: pip install pdqhash"):
+        perceptual_logits("PDQ", np.zeros((1, 56, 56), dtype=np.float32))
+    assert perceptual_logits("aHash", np.zeros((1, 56, 56), dtype=np.float32)).shape == (1, 64)  # needs no package
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
