@@ -26,8 +26,9 @@ def documented_parquet_schemas(text: str | None = None) -> dict[str, list[tuple[
 
 
 def arrow_type_text(kind: pa.DataType) -> str:
-    """An Arrow type as docs/artifacts.md writes it (Arrow's text without the list item's name)."""
-    return str(kind).replace("item: ", "")
+    """An Arrow type as docs/artifacts.md writes it: Arrow's text without the name of a list's
+    item field (``item`` when built, ``element`` when read back from Parquet)."""
+    return re.sub(r"<\w+: ", "<", str(kind))
 
 
 def documented_type(written: str, *, m: int, nbytes: int) -> str:
@@ -63,3 +64,4 @@ def test_the_parser_reads_a_known_page():
            "| `id` | `uint64` | position |\n| `code` | `fixed_size_binary[B]` | code |\n\n## next\n| `z` | `int8` | no |\n"
     assert documented_parquet_schemas(page) == {"a/b.parquet": [("id", "uint64"), ("code", "fixed_size_binary[B]")]}
     assert documented_type("fixed_size_list<float>[k]", m=4, nbytes=8) == arrow_type_text(pa.list_(pa.float32(), 64))
+    assert arrow_type_text(pa.list_(pa.field("element", pa.uint64()))) == "list<uint64>"
