@@ -59,6 +59,20 @@ FIGURE_COLUMNS = (
 #: its own columns (loss figures) after these.
 EVAL_LOG_COLUMNS = ["step", "split"] + FIGURE_COLUMNS
 
+
+def eval_log_table(rows: list[dict]):
+    """The rows of an evaluation log as the ``eval_log.parquet`` table (docs/artifacts.md):
+    :data:`EVAL_LOG_COLUMNS` first, then any other figures of the rows (the objective's), in
+    the order they first appear; ``split`` is an Arrow ``string`` whatever pandas' own
+    string type."""
+    import pandas as pd
+    import pyarrow as pa
+
+    frame = pd.DataFrame(rows)
+    columns = [c for c in EVAL_LOG_COLUMNS if c in frame] + [c for c in frame if c not in EVAL_LOG_COLUMNS]
+    table = pa.Table.from_pandas(frame[columns], preserve_index=False)
+    return table.set_column(table.schema.get_field_index("split"), "split", table["split"].cast(pa.string()))
+
 # Bound on the number of (instance, subset) sub-code values held at once by
 # worst_entropy (int64 each: 4M values = 32 MiB).
 _MAX_CHUNK_ELEMENTS = 1 << 22

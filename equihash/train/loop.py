@@ -52,7 +52,7 @@ from equihash.nn import network_for_task
 from equihash.nn.cpu import keep_freed_memory
 from equihash.nn.perceptual import HASH_BITS, PerceptualHash
 from equihash.progress import Progress, logger
-from equihash.train.evaluation import EVAL_LOG_COLUMNS, subset_family, training_figures
+from equihash.train.evaluation import eval_log_table, subset_family, training_figures
 from equihash.train.hashnet import HashNet
 from equihash.train.hashnet_shannon import HashNetShannon
 from equihash.train.jmlh import JMLH
@@ -327,14 +327,9 @@ class Trainer:
                         elapsed / (self.step - start))
 
     def save(self, model_path, eval_log_path) -> None:
-        import pandas as pd
-        import pyarrow as pa
-
         save_model(self.net.cpu(), self.resolved, model_path)
         self.net.to(self.device)
-        frame = pd.DataFrame(self.eval_rows)
-        columns = [c for c in EVAL_LOG_COLUMNS if c in frame] + [c for c in frame if c not in EVAL_LOG_COLUMNS]
-        write_table(pa.Table.from_pandas(frame[columns], preserve_index=False), eval_log_path)
+        write_table(eval_log_table(self.eval_rows), eval_log_path)
 
 
 def save_model(net: torch.nn.Module, config: dict, path) -> None:
@@ -392,9 +387,6 @@ def write_perceptual_model(*, task: str, model: str, bank, params: dict, model_p
     as a trained model's are, so that a fixed hash sits on the learned models' curves."""
     if model not in HASH_BITS:
         raise InputError(f"unknown perceptual hash '{model}'; known: {', '.join(HASH_BITS)}")
-    import pandas as pd
-    import pyarrow as pa
-
     nbits = HASH_BITS[model]
     config = {"task": task, "model": model, "perceptual": model, "nbits": nbits, **params}
     if noise_sigma is not None:
@@ -411,4 +403,4 @@ def write_perceptual_model(*, task: str, model: str, bank, params: dict, model_p
         rows.append({"step": 0, "split": split, **figures})
     with atomic_path(model_path) as tmp, open(tmp, "wb") as f:
         torch.save({"format": CHECKPOINT_FORMAT, "state_dict": {}, "config": config}, f)
-    write_table(pa.Table.from_pandas(pd.DataFrame(rows)[EVAL_LOG_COLUMNS], preserve_index=False), eval_log_path)
+    write_table(eval_log_table(rows), eval_log_path)
