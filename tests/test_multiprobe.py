@@ -82,18 +82,37 @@ def test_all_codes_exactly_once(k):
     assert np.array_equal(codes[:, -1], ~codes[:, 0])
 
 
-def test_long_fingerprints_use_the_64_lowest_ranks():
+def test_long_fingerprints_use_the_256_lowest_ranks():
     rng = np.random.default_rng(4)
     logits = rng.standard_normal((3, 128)).astype(np.float32)
     codes, costs = probe_codes(logits, 65, return_costs=True)
     for j in range(3):
-        # the first 65 flip sets only involve ranks < 64; brute force over 12 ranks covers 20
+        # brute force over the 12 lowest ranks covers the first 20 flip sets
         expected_codes, expected_costs = brute_force_probes(logits[j], 20, n_ranks=12)
         assert np.array_equal(codes[j, :20], expected_codes)
         assert np.array_equal(costs[j, :20], expected_costs)
         assert len({row.tobytes() for row in codes[j]}) == 65
-    with pytest.raises(InputError, match=r"L: expected 1 <= L <= 65 for k = 128"):
-        probe_codes(logits, 66)
+    longest = rng.standard_normal((1, 264)).astype(np.float32)
+    assert len({row.tobytes() for row in probe_codes(longest, 257)[0]}) == 257
+    with pytest.raises(InputError, match=r"L: expected 1 <= L <= 257 for k = 264"):
+        probe_codes(longest, 258)
+
+
+def test_256_bit_codes_flip_up_to_rank_254_in_256_probes():
+    # |z| nearly equal: every single flip costs less than any pair, so the 256 probes are the
+    # sign code and the 255 single flips in rank order, up to rank 254 (a PDQ code, L = 256)
+    rng = np.random.default_rng(5)
+    magnitude = (1.0 + np.arange(256) * 1e-4).astype(np.float32)
+    order = rng.permutation(256)  # bit order[r] has rank r
+    logits = np.empty((1, 256), dtype=np.float32)
+    logits[0, order] = magnitude * rng.choice([-1.0, 1.0], 256).astype(np.float32)
+    codes, costs = probe_codes(logits, 256, return_costs=True)
+    top = np.packbits(logits[0] > 0)
+    assert np.array_equal(codes[0, 0], top)
+    for rank in range(255):
+        flipped = np.unpackbits(codes[0, rank + 1] ^ top)
+        assert np.flatnonzero(flipped).tolist() == [order[rank]], rank
+        assert costs[0, rank + 1] == np.float64(magnitude[rank])
 
 
 def test_batch_independence_and_rerun():

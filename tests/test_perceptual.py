@@ -128,8 +128,10 @@ def test_a_missing_package_is_named_with_its_install_command(monkeypatch):
 REPO = Path(__file__).resolve().parents[1]
 
 
-def snakemake(workdir, *args):
+def snakemake(workdir, *args, lookups=None):
     config = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
+    if lookups is not None:
+        config["evaluate"]["multiprobe_lookups"] = lookups
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
                            str(workdir), "--cores", "2", *args, "--configfile", str(workdir / "config.yaml")],
@@ -150,11 +152,15 @@ def test_compare_plans_no_training_for_a_perceptual_hash(tmp_path):
 
 def test_a_256_bit_hash_runs_through_the_pipeline(tmp_path):
     run = "MnistMosaic/PDQ/main/default"
+    default_lookups = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["evaluate"]["multiprobe_lookups"]
     result = snakemake(tmp_path, f"results/metrics/{run}/metrics.json", f"results/report/{run}/metrics.html",
-                       f"results/metrics/MnistMosaic/aHash/main/default/metrics.json")
+                       f"results/metrics/MnistMosaic/aHash/main/default/metrics.json", lookups=default_lookups)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "results" / "metrics" / run / "metrics.json").read_text())
     assert metrics["nbits"] == 256 and metrics["database_size"] == 3000
+    assert [entry["lookups"] for entry in metrics["multiprobe"]] == default_lookups  # up to 256 lookups
+    recalls = [entry["recall"] for entry in metrics["multiprobe"]]
+    assert recalls == sorted(recalls)
     assert len(metrics["binary"]["positive_histogram"]) == 257
     assert sum(metrics["binary"]["positive_histogram"]) == 64  # one per triplet
     # The fingerprints are the hash's bits of the database instances.

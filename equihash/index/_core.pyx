@@ -507,16 +507,30 @@ def sort_segments(const int64_t[::1] offsets, idx_t[::1] values):
 
 
 # ----------------------------------------------------------------------------- multi-probing
+cdef enum:
+    MASK_WORDS = 4  # rank masks of 4 x 64 bits: up to 256 ranks (MAX_FLIP_RANKS of multiprobe.py)
+
+
 cdef struct FlipSet:
     double cost      # sum of |z| over the flipped ranks, added in increasing rank order
     double base      # the same sum without the largest rank
-    uint64_t ranks   # bit r set <=> the r-th smallest |z| is flipped
+    uint64_t ranks[MASK_WORDS]  # bit r (word r >> 6) set <=> the r-th smallest |z| is flipped
     int top          # largest flipped rank
 
 
 cdef inline bint before(const FlipSet* a, const FlipSet* b) noexcept nogil:
-    """Probing order: by cost, ties by the rank mask as an integer."""
-    return a.cost < b.cost or (a.cost == b.cost and a.ranks < b.ranks)
+    """Probing order: by cost, ties by the rank mask as an integer (its highest word first)."""
+    cdef int w
+    if a.cost != b.cost:
+        return a.cost < b.cost
+    for w in range(MASK_WORDS - 1, -1, -1):
+        if a.ranks[w] != b.ranks[w]:
+            return a.ranks[w] < b.ranks[w]
+    return False
+
+
+cdef inline void flip_rank(FlipSet* item, int r) noexcept nogil:
+    item.ranks[r >> 6] ^= (<uint64_t>1) << (r & 63)
 
 
 cdef inline void heap_push(FlipSet* heap, Py_ssize_t* size, FlipSet item) noexcept nogil:
@@ -558,21 +572,21 @@ def probe_flip_sets(const double[:, ::1] sorted_abs, const int64_t[:, ::1] rank_
     """Write the L most likely codes of every query into ``out`` (q, L, B), in probing order.
 
     ``sorted_abs[j]`` holds |z| of query j sorted increasingly (only its first
-    ``min(k, 64)`` ranks are used), ``rank_bits[j, r]`` the bit index of rank r and
+    ``min(k, 256)`` ranks are used), ``rank_bits[j, r]`` the bit index of rank r and
     ``top_codes[j]`` the most likely code sign(z). Flip sets are visited best-first
     from a heap seeded with {0}; the successors of a set with largest rank m are
     *shift* (m moved to m+1) and *expand* (m+1 added). Every non-empty set has exactly
     one predecessor (drop m when m-1 is in the set, else move m back to m-1), so each
     set is produced once, and a successor never precedes its predecessor in the
     (cost, rank mask) order, so the pops come out in that order. The caller checks
-    L <= 2**min(k, 64).
+    L <= 2**min(k, 256).
     """
     cdef Py_ssize_t q = out.shape[0], n_probes = out.shape[1], nbytes = out.shape[2]
     cdef Py_ssize_t n_ranks = sorted_abs.shape[1], j, l, i, size
-    cdef int r, bit
+    cdef int r, bit, w
     cdef FlipSet item, child
-    if n_ranks > 64:
-        n_ranks = 64
+    if n_ranks > 64 * MASK_WORDS:
+        n_ranks = 64 * MASK_WORDS
     cdef FlipSet* heap = <FlipSet*>malloc((2 * n_probes + 2) * sizeof(FlipSet))
     if heap == NULL:
         raise MemoryError()
@@ -587,27 +601,32 @@ def probe_flip_sets(const double[:, ::1] sorted_abs, const int64_t[:, ::1] rank_
                 if n_probes > 1:
                     item.base = 0.0
                     item.cost = sorted_abs[j, 0]
-                    item.ranks = 1
+                    for w in range(MASK_WORDS):
+                        item.ranks[w] = 0
+                    item.ranks[0] = 1
                     item.top = 0
                     heap_push(heap, &size, item)
                 for l in range(1, n_probes):
                     item = heap_pop(heap, &size)
                     costs[j, l] = item.cost
                     for r in range(item.top + 1):
-                        if (item.ranks >> r) & 1:
+                        if (item.ranks[r >> 6] >> (r & 63)) & 1:
                             bit = <int>rank_bits[j, r]
                             out[j, l, bit >> 3] ^= <uint8_t>(0x80 >> (bit & 7))
                     if item.top + 1 < n_ranks:
                         # shift: move the largest rank one step up
-                        child.base = item.base
+                        child = item
                         child.top = item.top + 1
                         child.cost = child.base + sorted_abs[j, child.top]
-                        child.ranks = (item.ranks ^ ((<uint64_t>1) << item.top)) | ((<uint64_t>1) << child.top)
+                        flip_rank(&child, item.top)
+                        flip_rank(&child, child.top)
                         heap_push(heap, &size, child)
                         # expand: add the rank above the largest
+                        child = item
+                        child.top = item.top + 1
                         child.base = item.cost
                         child.cost = child.base + sorted_abs[j, child.top]
-                        child.ranks = item.ranks | ((<uint64_t>1) << child.top)
+                        flip_rank(&child, child.top)
                         heap_push(heap, &size, child)
     finally:
         free(heap)

@@ -24,9 +24,10 @@ flipped bits added one by one in increasing rank order, and the rank mask is the
 ``sum_{r in F} 2**r``. Both keys strictly increase from a set to its successors, so
 the best-first enumeration yields exactly this order, ties included.
 
-Ranks are held in a 64-bit mask, so only the 64 lowest-|z| bits can be flipped. This is
-no restriction for k <= 64; for k > 64 it is exact as long as L <= 65, because a flip
-set containing rank r comes after the sign code and the r singletons {0}, ..., {r-1}.
+Ranks are held in a 256-bit mask, so only the 256 lowest-|z| bits can be flipped. This is
+no restriction for k <= 256 (PDQ's 256-bit codes included); for longer codes it is exact
+as long as L <= 257, because a flip set containing rank r comes after the sign code and
+the r singletons {0}, ..., {r-1}.
 For the same reason the first L probes flip only ranks < L - 1, so only the L - 1
 smallest |z| of a query are ranked (one partition, not a sort of all k).
 
@@ -45,7 +46,7 @@ from equihash.io import InputError
 
 from . import _core
 
-MAX_FLIP_RANKS = 64
+MAX_FLIP_RANKS = 256  # the rank mask of _core.probe_flip_sets (MASK_WORDS x 64 bits)
 
 
 def _check_logits(logits) -> np.ndarray:
@@ -99,7 +100,7 @@ def probe_codes(logits, L: int, *, return_costs: bool = False):
     logits : (k,) or (q, k) float array
         Network outputs; k a multiple of 8.
     L : int
-        Number of codes per query (number of lookups), 1 <= L <= 2**k (L <= 65 if k > 64).
+        Number of codes per query (number of lookups), 1 <= L <= 2**k (L <= 257 if k > 256).
     return_costs : bool
         Also return the flip costs (q, L) float64 (0 for the first, sign code).
 
