@@ -35,11 +35,14 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from equihash import __version__
 from equihash.config import default_config
 from equihash.io import InputError
+
+if TYPE_CHECKING:
+    from equihash.train.settings import TrainingSettings
 
 PROG = "equihash"
 
@@ -149,7 +152,7 @@ def set_threads(args) -> None:
 
 
 def training_settings(config_path, task: str, model: str,
-                      steps: int | None = None) -> tuple[int, dict, "TrainingSettings"]:
+                      steps: int | None = None) -> tuple[int, dict, TrainingSettings]:
     """``(nbits, task_options, settings)`` of one model from a YAML configuration.
 
     ``settings`` are those of the model block ``tasks.<task>.models.<model>``; ``nbits`` and the
