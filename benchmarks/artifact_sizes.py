@@ -27,10 +27,9 @@ import torch
 import yaml
 
 from equihash.data.labels import write_labels
-from equihash.data.mosaic import task_class
 from equihash.index import build_index, write_index
 from equihash.io import codes_array, fingerprint_schema, logits_array, query_schema, triplet_schema, write_table
-from equihash.nn import network_for_task
+from equihash.tasks import build_network, get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = 1_000_000  # rows written per Parquet artifact before scaling
@@ -56,18 +55,21 @@ def parquet_bytes_per_row(table: pa.Table, directory: Path, name: str) -> float:
 def sizes(config: dict, task: str, db_name: str, bank_size: int) -> list[tuple[str, float, str]]:
     tc = config["tasks"][task]
     db = tc["databases"][db_name]
-    k, m = tc["nbits"], task_class(task).cells
+    record = get_task(task)
+    k, m = tc["nbits"], record.cells
     nbytes = k // 8
     n, q_pos, q_neg, pairs = db["size"], db["positive_queries"], db["negative_queries"], db["negative_pairs"]
     rng = np.random.default_rng(0)
     rows: list[tuple[str, float, str]] = []
-    if task == "OpenImagesMosaic":
+    if record.perlin:
         fields = config["perlin"]["fields"]
         rows.append(("perlin/perlin180x270.hdf5", 2 * fields * 180 * 270, f"2 x {fields} fields of 180x270 int8"))
-        where = "read in place" if tc["bank"]["source"] == "hdf5" else "written"
-        rows.append(("bank: train/valid/test.hdf5", 3 * bank_size * 180 * 180 * 3,
-                     f"3 x {bank_size} images of 180x180x3 uint8 ({where})"))
-    network = network_for_task(task, k, **tc.get("network", {}))
+    if not record.bank.single_file:  # one file per split, each of bank_size images
+        where = "read in place" if tc["bank"]["source"] in record.bank.in_place else "written"
+        (h, w), c, files = record.mosaic.tile, getattr(record.mosaic, "channels", 1), record.bank.files
+        rows.append((f"bank: {'/'.join(files)}", len(files) * bank_size * h * w * c,
+                     f"{len(files)} x {bank_size} images of {h}x{w}x{c} uint8 ({where})"))
+    network = build_network(task, k, **tc.get("network", {}))
     buffer = io.BytesIO()
     torch.save(network.state_dict(), buffer)
     params = sum(p.numel() for p in network.parameters())

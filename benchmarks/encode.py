@@ -2,8 +2,9 @@
 
 Prints mosaics per second for generation alone (labels -> keyed noisy mosaics) and for
 generation + forward pass of the task's network (inference mode, channels-last), for
-several batch sizes, on ``--n`` database instances. Weights, bank images and (for
-OpenImagesMosaic) Perlin fields are random: speed does not depend on them.
+several batch sizes, on ``--n`` database instances. Weights, bank images and (for a task
+whose noise reads the Perlin file) Perlin fields are random: speed does not depend on them;
+the noise and network settings are the task's in config/config.yaml.
 
     python benchmarks/encode.py [--n 20000] [--batch-sizes 64 128 256 512 1024]
     python benchmarks/encode.py --task OpenImagesMosaic --n 512 --batch-sizes 64 256
@@ -17,21 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from equihash.config import default_config
 from equihash.data.keyed import KeyedRandom
-from equihash.data.tasks import make_mosaic
 from equihash.encode import Encoder
-from equihash.nn import network_for_task
+from equihash.tasks import build_network, get_task, make_mosaic, task_names
 from equihash.train.loop import save_model
-
-TASKS = {  # task -> (bank image shape, model config besides task and nbits)
-    "MnistMosaic": ((28, 28), {"noise_sigma": 0.2}),
-    "OpenImagesMosaic": ((180, 180, 3), {"network": {"depth": 18}}),
-}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=sorted(TASKS), default="MnistMosaic")
+    parser.add_argument("--task", choices=task_names(), default="MnistMosaic")
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -39,10 +35,15 @@ def main():
     torch.set_num_threads(args.threads)
 
     generator = np.random.default_rng(0)
-    image_shape, model_config = TASKS[args.task]
-    bank = generator.integers(0, 256, size=(1000, *image_shape), dtype=np.uint8)
-    perlin = tuple(generator.integers(-127, 128, size=(64, 180, 270), dtype=np.int8) for _ in range(2))
-    mosaic = make_mosaic(args.task, bank, perlin=perlin, **{k: v for k, v in model_config.items() if k != "network"})
+    record, block = get_task(args.task), default_config()["tasks"][args.task]
+    noise = {key: block[key] for key in record.noise}
+    model_config = {**noise, **({"network": block["network"]} if "network" in block else {})}
+    channels = getattr(record.mosaic, "channels", 1)
+    bank = generator.integers(0, 256, size=(1000, *record.mosaic.tile, *([channels] if channels > 1 else [])),
+                              dtype=np.uint8)
+    perlin = (tuple(generator.integers(-127, 128, size=(64, *record.mosaic.shape), dtype=np.int8) for _ in range(2))
+              if record.perlin else None)
+    mosaic = make_mosaic(args.task, bank, perlin=perlin, **noise)
     labels = generator.integers(0, len(bank), size=(args.n, mosaic.cells), dtype=np.uint32)
     ids = np.arange(args.n)
     rng = KeyedRandom(0, "test", "database")
@@ -50,7 +51,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.pt"
         torch.manual_seed(0)
-        net = network_for_task(args.task, 64, **model_config.get("network", {})).eval()
+        net = build_network(args.task, 64, **model_config.get("network", {})).eval()
         save_model(net, {"task": args.task, "nbits": 64, **model_config}, model)
         print(f"{args.n} {args.task} instances, {type(net).__name__} k=64, {args.threads} threads")
         print("| batch size | generation (mosaics/s) | generation + forward (mosaics/s) |")
@@ -60,7 +61,7 @@ def main():
             for lo in range(0, args.n, bs):
                 mosaic.noisy(labels[lo:lo + bs], rng, ids[lo:lo + bs])
             generation = args.n / (time.perf_counter() - start)
-            encoder = Encoder(model, bank, perlin=perlin if args.task == "OpenImagesMosaic" else None, batch_size=bs)
+            encoder = Encoder(model, bank, perlin=perlin, batch_size=bs)
             encoder.logits(labels[:bs], rng, ids[:bs])  # warm-up
             start = time.perf_counter()
             encoder.logits(labels, rng, ids)

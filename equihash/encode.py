@@ -40,7 +40,7 @@ import torch
 
 from equihash.codes import pack_codes
 from equihash.data.keyed import KeyedRandom
-from equihash.data.tasks import array_identity, make_mosaic, open_bank
+from equihash.tasks import array_identity, make_mosaic, open_bank
 from equihash.io import (InputError, atomic_path, check_schema, codes_array, column_to_numpy, fingerprint_schema,
                          labels_type, logits_array, query_schema, read_label_rows, read_labels,
                          triplet_schema, write_json, write_table)
@@ -91,7 +91,7 @@ class Encoder:
 
     def __init__(self, model_path, bank, *, perlin=None, device: str = "cpu", batch_size: int = FORWARD_BATCH,
                  _loaded=None):
-        """``bank``: the images of the database's split (``equihash.data.tasks.open_bank``);
+        """``bank``: the images of the database's split (``equihash.tasks.open_bank``);
         ``perlin``: the Perlin file of an OpenImagesMosaic model (its path or opened pair);
         ``device``: where the network runs (``cpu``, ``cuda`` or ``auto``, config
         ``encode.device``). Instances are always generated on the CPU. A fingerprint is
@@ -121,7 +121,7 @@ class Encoder:
     def for_split(cls, model_path, *, split: str, bank, perlin=None, in_memory: bool = False,
                   noise_sigma: float | None = None, device: str = "cpu") -> "Encoder":
         """The encoder of a model on split ``split`` of the bank ``bank`` (arguments as
-        ``equihash.data.tasks.open_mosaic``). The noise is the one the model was trained
+        ``equihash.tasks.open_mosaic``). The noise is the one the model was trained
         with; a ``noise_sigma`` that differs from the model's is an error."""
         net, config = load_model(model_path)
         if noise_sigma is not None and noise_sigma != config.get("noise_sigma"):

@@ -177,7 +177,7 @@ class RunSearch:
     ``index_dir`` (written by ``equihash index``), ``labels_dir`` (``equihash labels``),
     ``fingerprints_dir`` (``encode-queries``), the ``mosaic`` generator of the task over
     the bank split the labels refer to, with the run's noise
-    (``equihash.data.tasks.open_mosaic``), and the database ``seed`` and ``split``.
+    (``equihash.tasks.open_mosaic``), and the database ``seed`` and ``split``.
     """
 
     def __init__(self, *, index_dir, labels_dir, fingerprints_dir, mosaic, split: str, seed: int):

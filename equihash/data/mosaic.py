@@ -2,7 +2,7 @@
 
 ``MnistMosaic``: a 2x2 grid of 28x28 MNIST digits (row-major: ids[0] ids[1] / ids[2]
 ids[3]) as a 56x56 float32 tile with values /255, plus i.i.d. Gaussian noise of
-standard deviation ``sigma`` (0.2) on every pixel, no clipping.
+standard deviation ``noise_sigma`` (0.2) on every pixel, no clipping.
 
 ``OpenImagesMosaic``: the NoisyOpenImagesMosaic of docs/method.md section 2.2. Two 180x180 RGB
 images (left, right) are blended over an overlap of 90 columns into a 180x270 uint8
@@ -27,7 +27,7 @@ Choices where the thesis leaves room (docs/method.md section 2.2), against its p
   linspace(-1, 1), while sampling with ``align_corners=False``: a slight zoom.)
 
 torch is imported inside the functions that use it, so that reading the task registry
-(the configuration checks of the Snakefile) does not pay for importing it.
+(``equihash.tasks``, the configuration checks of the Snakefile) does not pay for importing it.
 """
 
 from __future__ import annotations
@@ -56,18 +56,17 @@ def check_labels(labels, cells: int, bank_size: int) -> np.ndarray:
 class MnistMosaic:
     """The NoisyMnist mosaic task (thesis config name ``FastMnistMosaic``)."""
 
-    name = "MnistMosaic"
     cells = 4  # m, the label length
     grid = (2, 2)
     tile = (28, 28)
     shape = (56, 56)
 
-    def __init__(self, bank: np.ndarray, sigma: float = 0.2):
+    def __init__(self, bank: np.ndarray, noise_sigma: float = 0.2):
         bank = np.asarray(bank)
         if bank.dtype != np.uint8 or bank.ndim != 3 or bank.shape[1:] != self.tile:
             raise ValueError(f"MNIST bank must be (n, 28, 28) uint8, got {bank.shape} {bank.dtype}")
         self.bank = bank
-        self.sigma = float(sigma)
+        self.sigma = float(noise_sigma)
 
     @property
     def bank_size(self) -> int:
@@ -297,7 +296,6 @@ class OpenImagesMosaic:
     Instances are (3, 180, 270) uint8 CHW; ``shape`` is their spatial size.
     """
 
-    name = "OpenImagesMosaic"
     cells = 2  # m, the label length
     grid = (1, 2)
     tile = (IMAGE_SIDE, IMAGE_SIDE)
@@ -398,17 +396,6 @@ class OpenImagesMosaic:
             out[part] = jitter_and_distort(torch.from_numpy(self.clean(labels[part])), hue_shift[part],
                                            lightness[part], self.displacement(fields[part])).numpy()
         return out
-
-
-TASKS = {MnistMosaic.name: MnistMosaic, OpenImagesMosaic.name: OpenImagesMosaic}
-
-
-def task_class(name: str):
-    """The mosaic class of a task name; unknown names raise naming the known ones."""
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise ValueError(f"unknown task '{name}'; known tasks: {', '.join(sorted(TASKS))}") from None
 
 
 def distinct_labels(generator: np.random.Generator, n: int, bank_size: int, m: int) -> np.ndarray:

@@ -337,6 +337,15 @@ def openimages_split_sizes(directory) -> dict[str, int]:
     return sizes
 
 
+def configured_split_sizes(bank: Mapping) -> dict[str, int] | None:
+    """Images per split that a bank block of the configuration gives: the embedded bank's
+    sizes, the thesis files' own (read from their metadata), or None for a folder of photos
+    (only the prepared bank can tell)."""
+    if bank["source"] == "scikit-image":
+        return dict(EMBEDDED_SPLIT_SIZES)
+    return openimages_split_sizes(bank["path"]) if bank["source"] == "hdf5" else None
+
+
 def read_perlin(path, *, in_memory: bool = False):
     """The two Perlin noise arrays (docs/method.md section 3), ``(resolution1, resolution2)``, each (n, 180, 270) int8.
 
@@ -693,3 +702,23 @@ def prepare_embedded_bank(out_dir, *, splits: Mapping[str, int] = EMBEDDED_DEFAU
     logger.info("embedded bank: %d crops of %d photographs (%s dropped): %s", n, len(EMBEDDED_PHOTOS),
                 dropped, counts)
     return counts
+
+
+def prepare_openimages_bank(out_dir, *, source: str = "scikit-image", path=None, fractions=None) -> dict[str, int]:
+    """Write the split files ``{out_dir}/{train,valid,test}.hdf5``; return the split sizes.
+
+    ``source``: ``scikit-image`` (crops of the photographs embedded in scikit-image, the
+    default bank) or ``photos`` (``path``: a folder of JPEG/PNG photos, split by
+    ``fractions``). The thesis files (source ``hdf5``) need no preparation: they are read
+    where they are.
+    """
+    if source == "scikit-image":
+        prepare_embedded_bank(out_dir)
+    elif source == "photos":
+        if not path:
+            raise InputError("bank.path: source photos needs the folder of photographs")
+        import_photo_folder(path, out_dir, **({"fractions": fractions} if fractions else {}))
+    else:
+        raise InputError(f"bank.source: {source!r} is not a source to prepare an OpenImages bank from, "
+                         "expected scikit-image or photos")
+    return openimages_split_sizes(out_dir)

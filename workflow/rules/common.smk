@@ -3,14 +3,16 @@ from pathlib import Path
 
 import yaml
 
-from equihash.config import bank_request, canonical, check_config, compared_models, load_variants
+from equihash.config import bank_request, canonical, check_config, compared_models, load_schema, load_variants
 from equihash.nn.perceptual import HASH_BITS
 from equihash.report.runs import configured_runs
+from equihash.tasks import get_task, task_names
 from equihash.train.loop import MODEL_OBJECTIVES
 
+# Registers the tasks of config task_modules (for the job scripts too), then checks every value.
 check_config(config)
 
-SCHEMA = yaml.safe_load((Path(workflow.basedir) / "config" / "schema.yaml").read_text())
+SCHEMA = load_schema()  # config/schema.yaml with each registered task's block
 # Every value that reaches a rule's params in canonical form (keys sorted, integers written
 # for numbers as floats): Snakemake compares params by their text, so a restated default in
 # another key order, or 10 for 10.0, must not rerun anything.
@@ -20,7 +22,8 @@ R = config["results"]
 # (task, model) -> {table: {variant: model block}}: the rows of <variants>/<task>/<model>/<table>.tsv
 VARIANT_TABLES = load_variants(config["variants"], config, SCHEMA)
 VARIANT_PARAMS = {
-    (task, model, variant): canonical(params, SCHEMA, SCHEMA["$defs"][task]["properties"]["models"]["properties"][model])
+    (task, model, variant): canonical(params, SCHEMA,
+                                      SCHEMA["$defs"][get_task(task).schema]["properties"]["models"]["properties"][model])
     for (task, model), tables in VARIANT_TABLES.items()
     for rows in tables.values()
     for variant, params in rows.items()
@@ -61,9 +64,7 @@ def database_config(wildcards):
     return config["tasks"][wildcards.task]["databases"][wildcards.db]
 
 
-BANK = f"{R}/banks/{{task}}/bank.hdf5"  # MnistMosaic: one file
-OPENIMAGES_BANK = f"{R}/banks/OpenImagesMosaic"  # OpenImagesMosaic: a folder of split files
-SPLITS = ("train", "valid", "test")
+BANKS = f"{R}/banks/{{task}}"  # a prepared bank: bank.hdf5, or one file per split (the task's BankFormat)
 PERLIN = f"{R}/perlin/perlin180x270.hdf5"
 LABELS = f"{R}/labels/{{task}}/{{db}}"
 MODEL = f"{R}/models/{{task}}/{{model}}/{{variant}}"
@@ -99,13 +100,21 @@ def all_targets():
 
 
 # --------------------------------------------------------------------------- task data
+# What each task needs is its record in the task registry (equihash.tasks): how its bank is
+# kept, whether its noise reads the Perlin file, which keys of its block set the noise.
+def tasks_keeping_banks(single_file):
+    """The registered tasks whose prepared bank is one file (True) or one file per split
+    (False): the wildcard constraint of the rule that prepares it."""
+    return "|".join(name for name in task_names() if get_task(name).bank.single_file == single_file) or "^$"
+
+
 def bank_location(task):
-    """The bank a task's jobs read: the MNIST bank file, or the OpenImages folder of split
-    files (the user's thesis folder itself for source hdf5: it is read in place)."""
-    if task == "OpenImagesMosaic":
-        bank = config["tasks"][task]["bank"]
-        return bank["path"] if bank["source"] == "hdf5" else OPENIMAGES_BANK
-    return BANK.format(task=task)
+    """The bank a task's jobs read: the file, or the folder of split files, prepared under
+    {results}/banks/<task>, or the user's files themselves for a source read in place."""
+    bank, layout = config["tasks"][task]["bank"], get_task(task).bank
+    if bank["source"] in layout.in_place:
+        return bank["path"]
+    return layout.location(BANKS.format(task=task))
 
 
 def perlin_file():
@@ -114,21 +123,19 @@ def perlin_file():
 
 def task_data(wildcards, input):
     """Where a task's data lie and how to read them: the keyword arguments bank, perlin and
-    in_memory of equihash.data.tasks.open_mosaic. Its paths are the rule's inputs and
+    in_memory of equihash.tasks.open_mosaic. Its paths are the rule's inputs and
     in_memory changes no output, so it takes `input`: Snakemake then treats it as derived
     from the input files and leaves it out of the params it compares."""
-    tc = task_config(wildcards)
-    if wildcards.task == "OpenImagesMosaic":
-        return {"bank": bank_location(wildcards.task), "perlin": perlin_file(), "in_memory": tc["bank"]["in_memory"]}
-    return {"bank": bank_location(wildcards.task)}
+    data = {"bank": bank_location(wildcards.task), "in_memory": task_config(wildcards)["bank"].get("in_memory", False)}
+    if get_task(wildcards.task).perlin:
+        data["perlin"] = perlin_file()
+    return data
 
 
 def task_noise(wildcards):
-    """The settings of a task's noise besides its files (the Perlin file is an input):
-    noise_sigma for MnistMosaic."""
-    if wildcards.task == "OpenImagesMosaic":
-        return {}
-    return {"noise_sigma": task_config(wildcards)["noise_sigma"]}
+    """The settings of a task's noise besides its files (the Perlin file is an input): the
+    keys of its block that its record names, e.g. noise_sigma."""
+    return {key: task_config(wildcards)[key] for key in get_task(wildcards.task).noise}
 
 
 def instance_keys(wildcards):
@@ -139,15 +146,12 @@ def instance_keys(wildcards):
 
 def bank_files(wildcards):
     """The file(s) of a task's bank."""
-    location = bank_location(wildcards.task)
-    if wildcards.task == "OpenImagesMosaic":
-        return [f"{location}/{split}.hdf5" for split in SPLITS]
-    return [location]
+    return get_task(wildcards.task).bank.paths(bank_location(wildcards.task))
 
 
 def task_data_files(wildcards):
-    """The files behind task_data: the bank file(s) and, for OpenImagesMosaic, the Perlin file."""
-    return bank_files(wildcards) + ([perlin_file()] if wildcards.task == "OpenImagesMosaic" else [])
+    """The files behind task_data: the bank file(s) and the Perlin file of a task whose noise reads it."""
+    return bank_files(wildcards) + ([perlin_file()] if get_task(wildcards.task).perlin else [])
 
 
 def database_shards(wildcards):
@@ -204,8 +208,8 @@ def run_config(wildcards):
     and cluster resources are not in it."""
     tc = task_config(wildcards)
     task = {"bank": bank_request(tc["bank"]), "nbits": model_nbits(wildcards),
-            **{key: tc[key] for key in ("noise_sigma", "network") if key in tc}}
-    if wildcards.task == "OpenImagesMosaic":
+            **{key: tc[key] for key in (*get_task(wildcards.task).noise, "network") if key in tc}}
+    if get_task(wildcards.task).perlin:
         task["perlin"] = config["perlin"]
     return canonical({
         "task": wildcards.task,

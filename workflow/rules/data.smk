@@ -6,15 +6,19 @@ def bank_source(wildcards):
     return [bank["path"]] if bank.get("path") else []
 
 
+# A task's bank from its configured source, in the format of its record (equihash.tasks):
+# one file (rule prepare_bank) or one file per split (rule prepare_split_bank). The sources
+# read in place (the thesis OpenImages split files) have no job: bank_location is the user's.
 rule prepare_bank:
     input:
         bank_source,
     output:
-        BANK,
+        f"{BANKS}/bank.hdf5",
     params:
         bank=lambda w: bank_request(task_config(w)["bank"]),
+        location=lambda w, output: output[0],
     wildcard_constraints:
-        task="MnistMosaic",
+        task=tasks_keeping_banks(single_file=True),
     resources:
         **job_resources("small"),
     conda:
@@ -25,21 +29,24 @@ rule prepare_bank:
         "../scripts/prepare_bank.py"
 
 
-# The OpenImages split files from the photographs embedded in scikit-image or from a folder
-# of the user's photos. The thesis files (source hdf5) are read where they are, no rule.
-rule prepare_openimages_bank:
+rule prepare_split_bank:
+    input:
+        bank_source,
     output:
-        [f"{OPENIMAGES_BANK}/{split}.hdf5" for split in SPLITS],
+        [f"{BANKS}/{split}.hdf5" for split in ("train", "valid", "test")],
     params:
-        bank=lambda w: bank_request(config["tasks"]["OpenImagesMosaic"]["bank"]),
+        bank=lambda w: bank_request(task_config(w)["bank"]),
+        location=lambda w, output: str(Path(output[0]).parent),
+    wildcard_constraints:
+        task=tasks_keeping_banks(single_file=False),
     resources:
         **job_resources("small"),
     conda:
         ENV
     log:
-        f"{LOGS}/prepare_bank/OpenImagesMosaic.log",
+        f"{LOGS}/prepare_bank/{{task}}.log",
     script:
-        "../scripts/prepare_openimages_bank.py"
+        "../scripts/prepare_bank.py"
 
 
 rule perlin:

@@ -1,5 +1,5 @@
 from equihash.data.examples import mosaic_examples, write_png
-from equihash.data.tasks import open_mosaic
+from equihash.tasks import open_mosaic
 from equihash.progress import setup_logging
 
 setup_logging(snakemake.log[0])

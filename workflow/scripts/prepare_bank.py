@@ -1,5 +1,5 @@
-from equihash.data.banks import prepare_mnist_bank
 from equihash.progress import setup_logging
+from equihash.tasks import prepare_bank
 
 setup_logging(snakemake.log[0])
-prepare_mnist_bank(snakemake.output[0], **snakemake.params.bank)
+prepare_bank(snakemake.wildcards.task, snakemake.params.location, **snakemake.params.bank)
