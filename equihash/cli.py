@@ -126,6 +126,14 @@ def fingerprint_bits(text: str) -> int:
     return bits
 
 
+def partition_count(text: str) -> int:
+    """P, a number of index partitions: a power of two from 1 to 2**16."""
+    value = count(text)
+    if value < 1 or value & (value - 1) or value > 1 << 16:
+        raise argparse.ArgumentTypeError(f"'{text}': expected a power of two from 1 to 65536")
+    return value
+
+
 def count(text: str) -> int:
     """A non-negative integer (a size, a seed, a number of queries)."""
     try:
@@ -295,9 +303,12 @@ def run_encode_queries(args) -> None:
 
 def run_index(args) -> None:
     """Build the inverted index, fingerprint -> database positions (docs/method.md section 8), and save it."""
-    from equihash.index import build_index_from_parquet
+    from equihash.index import build_index_from_parquet, build_partitioned_index_from_parquet
 
-    build_index_from_parquet(args.database, args.out_dir)
+    if args.partitions == 1:
+        build_index_from_parquet(args.database, args.out_dir)
+    else:
+        build_partitioned_index_from_parquet(args.database, args.out_dir, prefix_bits=args.partitions.bit_length() - 1)
 
 
 def run_evaluate(args) -> None:
@@ -512,6 +523,9 @@ COMMANDS: dict[str, Command] = {
         arg("out_dir", metavar="OUT_DIR", help="index folder to write (header.json, with the CRC-32 of each array, and one .bin file per array)"),
         arg("--database", required=True, metavar="DATABASE_PARQUET",
             help="merged database fingerprints (written by merge)"),
+        arg("--partitions", type=partition_count, default=_DEFAULTS["index"]["partitions"], metavar="P",
+            help="cut the index by key prefix into P partitions, a power of two, one folder each "
+                 "(default: %(default)s, one index)"),
     ]),
     "evaluate": Command(run_evaluate, [
         arg("out_json", metavar="OUT_JSON", help="metrics.json to write (equihash/io.py)"),

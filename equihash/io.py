@@ -241,6 +241,13 @@ def negative_pairs_schema(m: int) -> pa.Schema:
     return pa.schema([("anchor", labels_type(m)), ("negative", labels_type(m))])
 
 
+def partition_counts_schema() -> pa.Schema:
+    """What one index partition contributes to a run's figures (equihash.evaluate.run): one
+    row per number of lookups, one count per query in each list."""
+    return pa.schema([("lookups", pa.uint32()), ("positive_retrieved", pa.list_(pa.uint64())),
+                      ("positive_common", pa.list_(pa.uint64())), ("negative_retrieved", pa.list_(pa.uint64()))])
+
+
 #: Every Parquet artifact with a fixed schema: its path under ``results`` (docs/artifacts.md)
 #: -> its schema for m cells per mosaic and B bytes per code.
 PARQUET_ARTIFACTS = {
@@ -253,6 +260,7 @@ PARQUET_ARTIFACTS = {
     "fingerprints/{task}/{model}/{variant}/{db}/positive_queries.parquet": lambda m, nbytes: query_schema(nbytes),
     "fingerprints/{task}/{model}/{variant}/{db}/negative_queries.parquet": lambda m, nbytes: query_schema(nbytes),
     "fingerprints/{task}/{model}/{variant}/{db}/triplets.parquet": lambda m, nbytes: triplet_schema(nbytes),
+    "metrics/{task}/{model}/{variant}/{db}/partitions/{v}-of-{P}.parquet": lambda m, nbytes: partition_counts_schema(),
 }
 
 

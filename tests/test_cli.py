@@ -187,7 +187,7 @@ OPTIONS = {
                "--threads"],
     "merge": ["OUT", "SHARD", "--nbits"],
     "encode-queries": ["OUT_DIR", "--model", "--bank", "--perlin", "--device", "--labels-dir", "--split", "--seed", "--threads"],
-    "index": ["OUT_DIR", "--database"],
+    "index": ["OUT_DIR", "--database", "--partitions"],
     "evaluate": ["OUT_JSON", "--index-dir", "--labels-dir", "--fingerprints-dir", "--lookups", "--task",
                  "--model", "--variant", "--database"],
     "report": ["OUT_HTML", "--results", "--config", "--run"],

@@ -64,12 +64,12 @@ def test_in_memory_partitions_equal_the_parquet_ones_and_round_trip(tmp_path):
                                                   tmp_path / "a")
     in_memory = build_partitioned_index(database, prefix_bits=2)
     write_index(in_memory, tmp_path / "b")
-    for name in ["partitions.json"] + [f"part-{v}/{f}" for v in range(4) for f in
+    for name in ["partitions.json"] + [f"{v}-of-4/{f}" for v in range(4) for f in
                                        ("header.json", "keys.bin", "offsets.bin", "positions.bin", "directory.bin")]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     manifest = json.loads((tmp_path / "a" / "partitions.json").read_text())
-    assert manifest == {"format": "equihash-partitioned-index", "version": 1, "prefix_bits": 2, "nbytes": 8,
-                        "database_size": 2000, "partitions": ["part-0", "part-1", "part-2", "part-3"]}
+    assert manifest == {"format": "equihash-partitioned-index", "version": 2, "prefix_bits": 2, "nbytes": 8,
+                        "database_size": 2000, "partitions": ["0-of-4", "1-of-4", "2-of-4", "3-of-4"]}
     loaded = read_index(tmp_path / "b", mmap=False)
     queries = query_codes(rng, database, 8)
     for a, b in zip(from_parquet.lookup(queries, threads=1), loaded.lookup(queries, threads=3)):
@@ -84,18 +84,18 @@ def test_damaged_partitioned_index_raises(tmp_path):
                                          r"partitioned index"):
         read_index(tmp_path / "elsewhere")
     # two partitions swapped: each is a valid index, but for another prefix
-    shutil.move(root / "part-1", root / "swap")
-    shutil.move(root / "part-2", root / "part-1")
-    shutil.move(root / "swap", root / "part-2")
-    with pytest.raises(InputError, match=r"part-1/header\.json: \(prefix_bits, prefix, nbytes, database_size\) = "
+    shutil.move(root / "1-of-4", root / "swap")
+    shutil.move(root / "2-of-4", root / "1-of-4")
+    shutil.move(root / "swap", root / "2-of-4")
+    with pytest.raises(InputError, match=r"1-of-4/header\.json: \(prefix_bits, prefix, nbytes, database_size\) = "
                                          r"\(2, 2, 8, 1000\), expected \(2, 1, 8, 1000\)"):
         read_index(root)
-    shutil.rmtree(root / "part-3")
-    with pytest.raises(InputError, match=r"part-3/header\.json: index header not found"):
+    shutil.rmtree(root / "3-of-4")
+    with pytest.raises(InputError, match=r"3-of-4/header\.json: index header not found"):
         read_index(root)
     manifest = json.loads((root / "partitions.json").read_text())
-    (root / "partitions.json").write_text(json.dumps(dict(manifest, partitions=["part-0"])))
-    with pytest.raises(InputError, match=r"partitions\.json: field 'partitions' is \['part-0'\], expected"):
+    (root / "partitions.json").write_text(json.dumps(dict(manifest, partitions=["0-of-4"])))
+    with pytest.raises(InputError, match=r"partitions\.json: field 'partitions' is \['0-of-4'\], expected"):
         read_index(root)
     one = build_index(database, prefix_bits=2, prefix=0)
     with pytest.raises(InputError, match=r"expected 2\*\*p partitions"):
@@ -113,16 +113,16 @@ def test_a_flipped_byte_in_a_partition_is_named(tmp_path, name):
     outside the partition's arrays."""
     database = random_database(np.random.default_rng(4), 1000, 8)
     write_index(build_partitioned_index(database, prefix_bits=2), tmp_path / "index")
-    path = tmp_path / "index" / "part-2" / f"{name}.bin"
+    path = tmp_path / "index" / "2-of-4" / f"{name}.bin"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF  # the top byte of the last entry (the key, offset, position or directory end)
     path.write_bytes(bytes(data))
-    with pytest.raises(InputError, match=rf"part-2/{name}\.bin: damaged index array '{name}': its CRC-32"):
+    with pytest.raises(InputError, match=rf"2-of-4/{name}\.bin: damaged index array '{name}': its CRC-32"):
         read_index(tmp_path / "index")
     try:
         unverified = read_index(tmp_path / "index", verify=False)
         positions = unverified.lookup(database)[1]
     except InputError as exc:  # the damage broke a range or a position
-        assert f"part-2/{name}.bin" in str(exc)
+        assert f"2-of-4/{name}.bin" in str(exc)
     else:  # the damage kept every range valid: positions stay below the database size
         assert name == "keys" and int(positions.max()) < 1000

@@ -35,7 +35,7 @@ def job_classes() -> dict[str, str]:
             if not re.search(r"^    (script|shell|run|notebook|wrapper):", block, re.M):
                 continue  # a target rule: nothing runs
             assert re.search(r"^    conda:\n        ENV\n", block, re.M), f"{path.name}: rule {rule} has no conda: ENV"
-            used = re.search(r'^    resources:\n        \*\*job_resources\("(\w+)"\),\n', block, re.M)
+            used = re.search(r'^    resources:\n        \*\*job_resources\("(\w+)"(?:, mem_mb=[^\n]*)?\),', block, re.M)
             assert used and used[1] in JOB_CLASSES, f"{path.name}: rule {rule} takes no resources from config cluster"
             classes[rule] = used[1]
     return classes
@@ -45,7 +45,7 @@ def test_every_rule_that_runs_code_declares_the_env_and_a_job_class():
     classes = job_classes()
     assert classes["train"] == "train"
     assert classes["encode_shard"] == classes["encode_queries"] == "encode"
-    assert {r for r, c in classes.items() if c == "cpu"} == {"labels", "index", "evaluate"}
+    assert {r for r, c in classes.items() if c == "cpu"} == {"labels", "index", "evaluate_partition"}
     common = (REPO / "workflow" / "rules" / "common.smk").read_text()
     assert re.search(r'^ENV = f"\{workflow.basedir\}/envs/equihash.yaml"$', common, re.M)
     assert (REPO / "envs" / "equihash.yaml").is_file()
@@ -76,7 +76,8 @@ def test_every_job_takes_partition_account_gpus_cpus_memory_and_time_from_the_co
     tables.mkdir(parents=True)
     (tables / "weight.tsv").write_text("variant\tseed\tobjective.shannon_weight\nlow_seed0\t0\t0.005\n"
                                        "low_seed1\t1\t0.005\nhigh_seed0\t0\t0.02\n")
-    config = {**with_cluster(DISTINCT), "variants": str(tmp_path / "variants")}
+    config = {**with_cluster(DISTINCT), "variants": str(tmp_path / "variants"),
+              "index": {"partitions": 2, "memory_mb": 4321}}  # the memory of each partition's jobs
     result = snakemake(tmp_path, "-n", "--forceall", "all", "compare", "ablations", config=config)
     jobs = job_resources(result.stdout + result.stderr)
     classes = job_classes()
@@ -84,7 +85,8 @@ def test_every_job_takes_partition_account_gpus_cpus_memory_and_time_from_the_co
     for rule, name in classes.items():
         resources = jobs[rule]
         job = DISTINCT["jobs"][name]
-        expected = {"cpus_per_task": str(job["cpus"]), "mem_mb": str(job["mem_mb"]), "runtime": str(job["runtime"]),
+        mem_mb = config["index"]["memory_mb"] if rule in ("index", "evaluate_partition") else job["mem_mb"]
+        expected = {"cpus_per_task": str(job["cpus"]), "mem_mb": str(mem_mb), "runtime": str(job["runtime"]),
                     "slurm_partition": "p_test", "slurm_account": "a_test"}
         if name in ("train", "encode"):
             expected["gres"] = f"gpu:h100:{DISTINCT['gpus'][name]}"

@@ -370,9 +370,9 @@ def test_evaluate_logs_each_stage(tmp_path, log_file, not_a_terminal):
                  names={"task": "MnistMosaic", "model": "ShannonHamming", "variant": "main", "database": "default"},
                  out_path=tmp_path / "metrics.json")
     desc = "evaluate MnistMosaic/ShannonHamming/main/default"
-    stages = [re.fullmatch(rf"{desc}: (.+) done in [\d.]+ s \((\d)/6 stage\)", line) for line in messages(log_file)]
+    stages = [re.fullmatch(rf"{desc}: (.+) done in [\d.]+ s \((\d)/5 stage\)", line) for line in messages(log_file)]
     assert [(m[1], m[2]) for m in stages if m] == [
-        ("internal collisions", "1"), ("exact lookups", "2"), ("equidict and equiset metrics", "3"),
-        ("multi-probing with 2 lookups", "4"), ("multi-probing with 4 lookups", "5"), ("binary metrics", "6")]
+        ("internal collisions", "1"), ("exact lookups", "2"), ("multi-probing with 2 lookups", "3"),
+        ("multi-probing with 4 lookups", "4"), ("binary metrics", "5")]
     (final,) = finals(log_file)[desc]
-    assert (final["done"], final["total"]) == ("6", "6")
+    assert (final["done"], final["total"]) == ("5", "5")

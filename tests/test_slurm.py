@@ -5,7 +5,7 @@ Without one these tests are skipped, saying what is missing: the SLURM client to
 executor plugin, an answering controller, or a cluster that runs jobs on this host (the
 tests' temporary folders are not on a shared file system).
 
-Checked: every rule job (each encode shard its own) was a SLURM job that SLURM allocated
+Checked: every rule job (each encode shard and each index partition its own) was a SLURM job that SLURM allocated
 and saw exit 0; metrics.json and the merged database are byte-identical to a local run
 of the same configuration; a missing partition fails naming the partition, rule and log.
 """
@@ -62,10 +62,12 @@ def live_cluster() -> dict:
 
 
 def cluster_config(partition: str, cpus: int) -> dict:
-    """The tiny configuration with a `cluster` block that fits a small one-node cluster. One
-    task: the other runs the same rules, and the cluster test stays short."""
+    """The tiny configuration with a `cluster` block that fits a small one-node cluster, its
+    index cut into 4 partitions (4 index and 4 evaluation jobs). One task: the other runs
+    the same rules, and the cluster test stays short."""
     config = json.loads(json.dumps(TINY))
     config["run_tasks"] = ["MnistMosaic"]
+    config["index"] = {"partitions": 4, "memory_mb": 2000}
     jobs = {"cpus": min(2, cpus), "mem_mb": 2000, "runtime": 10}
     config["cluster"] = {"partition": partition, "account": None, "gpu_type": None,
                          "gpus": {"train": 0, "encode": 0},
@@ -104,6 +106,7 @@ def slurm_job_ids(workdir: Path) -> dict[str, list[int]]:
 def test_every_rule_job_ran_as_a_slurm_job_that_exited_0(runs):
     planned = {rule: n for rule, n in runs["planned"].items() if rule != "all"}  # `all` runs no code
     assert planned["encode_shard"] == TINY["encode"]["nb_shards"]  # one SLURM job per shard
+    assert planned["index"] == planned["evaluate_partition"] == 4  # and per index partition
     ids = slurm_job_ids(runs["slurm"])
     assert {rule: len(v) for rule, v in ids.items()} == planned
     every = sorted(i for v in ids.values() for i in v)

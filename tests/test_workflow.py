@@ -73,7 +73,7 @@ def test_dry_run_shows_the_whole_dag(run):
     _, dry = run
     assert dry == {"all": 1, "prepare_bank": 1, "prepare_split_bank": 1, "perlin": 1, "mosaic_examples": 2,
                    "labels": 2, "train": 2, "plot_training": 2, "encode_shard": 4, "merge_shards": 2,
-                   "encode_queries": 2, "index": 2, "evaluate": 2, "report_run": 2, "summary": 1}
+                   "encode_queries": 2, "index": 2, "join_index": 2, "evaluate_partition": 2, "evaluate": 2, "report_run": 2, "summary": 1}
 
 
 def test_full_run_writes_every_artifact_and_metrics(run):
@@ -96,7 +96,7 @@ def test_full_run_writes_every_artifact_and_metrics(run):
     assert list(log["step"]) == [3, 3, 6, 6] and list(log["split"]) == ["train", "valid"] * 2
     assert (results / "models" / RUN.rsplit("/", 1)[0] / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     for rule in ("prepare_bank", "labels", "train", "plot_training", "encode_shard", "merge_shards",
-                 "encode_queries", "index", "evaluate", "mosaic_examples", "report_run", "summary"):
+                 "encode_queries", "index", "join_index", "evaluate_partition", "evaluate", "mosaic_examples", "report_run", "summary"):
         assert any((results / "logs" / rule).rglob("*.log")), rule
     assert (results / "logs" / "perlin.log").is_file()
     assert not list(results.rglob("*.tmp"))
@@ -174,7 +174,7 @@ def test_a_task_registered_by_a_task_module_runs_end_to_end(tmp_path):
               "run_tasks": ["MnistPair"], "tasks": {"MnistPair": block}}
     assert planned_jobs(tmp_path, config) == {
         "all": 1, "prepare_bank": 1, "mosaic_examples": 1, "labels": 1, "train": 1, "plot_training": 1,
-        "encode_shard": 2, "merge_shards": 1, "encode_queries": 1, "index": 1, "evaluate": 1, "report_run": 1,
+        "encode_shard": 2, "merge_shards": 1, "encode_queries": 1, "index": 1, "join_index": 1, "evaluate_partition": 1, "evaluate": 1, "report_run": 1,
         "summary": 1}
     snakemake(tmp_path, config=config)
     results, run = tmp_path / "results", "MnistPair/ShannonHamming/main/default"
@@ -235,14 +235,14 @@ def test_changed_training_parameter_reruns_training_and_downstream_only(run):
     changed = with_changes(tasks__MnistMosaic__models__ShannonHamming__learning_rate=0.002)
     jobs = planned_jobs(workdir, changed)
     assert jobs == {"all": 1, "train": 1, "plot_training": 1, "encode_shard": 2, "merge_shards": 1,
-                    "encode_queries": 1, "index": 1, "evaluate": 1, "report_run": 1, "summary": 1}
+                    "encode_queries": 1, "index": 1, "join_index": 1, "evaluate_partition": 1, "evaluate": 1, "report_run": 1, "summary": 1}
 
 
 def test_changed_perlin_file_reruns_the_openimages_noise_and_downstream_not_the_labels(run):
     workdir, _ = run
     jobs = planned_jobs(workdir, with_changes(perlin__seed=1))
     assert jobs == {"all": 1, "perlin": 1, "mosaic_examples": 1, "train": 1, "plot_training": 1, "encode_shard": 2,
-                    "merge_shards": 1, "encode_queries": 1, "index": 1, "evaluate": 1, "report_run": 1,
+                    "merge_shards": 1, "encode_queries": 1, "index": 1, "join_index": 1, "evaluate_partition": 1, "evaluate": 1, "report_run": 1,
                     "summary": 1}
 
 
@@ -256,7 +256,7 @@ def test_lost_shard_reruns_only_that_shard_the_merge_and_downstream(run):
     for path in (shard, merged, metrics):
         path.unlink()
     shutil.rmtree(workdir / "results" / "index" / RUN)
-    assert planned_jobs(workdir) == {"all": 1, "encode_shard": 1, "merge_shards": 1, "index": 1, "evaluate": 1,
+    assert planned_jobs(workdir) == {"all": 1, "encode_shard": 1, "merge_shards": 1, "index": 1, "join_index": 1, "evaluate_partition": 1, "evaluate": 1,
                                      "report_run": 1, "summary": 1}
     dry = snakemake(workdir, "-n")
     outputs = re.findall(r"output: (\S+)", dry.stdout + dry.stderr)
@@ -274,7 +274,7 @@ def test_changed_shard_count_reruns_encoding_only_and_merges_identically(run):
     metrics_before = json.loads(metrics_path.read_text())
     changed = with_changes(encode__nb_shards=3)
     jobs = planned_jobs(workdir, changed)
-    assert jobs == {"all": 1, "encode_shard": 6, "merge_shards": 2, "index": 2, "evaluate": 2, "report_run": 2,
+    assert jobs == {"all": 1, "encode_shard": 6, "merge_shards": 2, "index": 2, "join_index": 2, "evaluate_partition": 2, "evaluate": 2, "report_run": 2,
                     "summary": 1}  # both tasks
     snakemake(workdir, config=changed)
     assert merged.read_bytes() == before
@@ -282,6 +282,25 @@ def test_changed_shard_count_reruns_encoding_only_and_merges_identically(run):
     provenance, provenance_before = metrics.pop("provenance"), metrics_before.pop("provenance")
     assert metrics == metrics_before  # figures do not depend on the shard count; the provenance records it
     assert provenance == {**provenance_before, "nb_shards": 3}
+
+
+def test_index_partitions_fan_out_and_give_byte_identical_metrics(run, tmp_path):
+    """index.partitions = 4, then 16: one index and one evaluation job per partition, the
+    index joined by its manifest, and the very bytes of metrics.json of one partition."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(run[0], workdir, symlinks=True)
+    metrics = Path("results") / "metrics" / RUN / "metrics.json"
+    before = (workdir / metrics).read_bytes()
+    for partitions in (4, 16):
+        changed = with_changes(index__partitions=partitions)
+        assert planned_jobs_for(workdir, changed, str(metrics)) == {
+            "index": partitions, "join_index": 1, "evaluate_partition": partitions, "evaluate": 1}
+        snakemake(workdir, str(metrics), config=changed)
+        assert (workdir / metrics).read_bytes() == before, partitions
+        manifest = json.loads((workdir / "results" / "index" / RUN / "partitions.json").read_text())
+        assert manifest["partitions"] == [f"{v}-of-{partitions}" for v in range(partitions)]
+        counts = sorted((workdir / "results" / "metrics" / RUN / "partitions").glob(f"*-of-{partitions}.parquet"))
+        assert len(counts) == partitions
 
 
 @pytest.mark.parametrize("change, message", [
@@ -317,12 +336,12 @@ def test_variant_table_runs_its_rows_and_an_edited_row_reruns_only_itself(run):
     target = "variants_MnistMosaic_ShannonHamming_weight"
     jobs = planned_jobs_for(workdir, config, target)
     assert jobs == {target: 1, "train": 2, "encode_shard": 4, "merge_shards": 2, "encode_queries": 2,
-                    "index": 2, "evaluate": 2}  # labels and the bank are shared with main
+                    "index": 2, "join_index": 2, "evaluate_partition": 2, "evaluate": 2}  # labels and the bank are shared with main
     snakemake(workdir, target, config=config)
     table.write_text("variant\tobjective.shannon_weight\nlow\t0.005\nhigh\t0.03\n")
     jobs = planned_jobs_for(workdir, config, target)
     assert jobs == {target: 1, "train": 1, "encode_shard": 2, "merge_shards": 1, "encode_queries": 1,
-                    "index": 1, "evaluate": 1}
+                    "index": 1, "join_index": 1, "evaluate_partition": 1, "evaluate": 1}
     dry = snakemake(workdir, target, "-n", config=config)
     reasons = dry.stdout + dry.stderr
     assert "ShannonHamming/high" in reasons and "ShannonHamming/low/model.pt" not in reasons
@@ -388,7 +407,7 @@ def test_variant_rows_reordered_plan_nothing_and_an_added_row_plans_only_itself(
     assert planned_jobs_for(workdir, config, target) == {}
     table.write_text("variant\tseed\tobjective.shannon_weight\nw2\t1\t0.008\nw1\t0\t0.004\nw3\t2\t0.004\n")
     assert planned_jobs_for(workdir, config, target) == {
-        target: 1, "train": 1, "encode_shard": 2, "merge_shards": 1, "encode_queries": 1, "index": 1, "evaluate": 1}
+        target: 1, "train": 1, "encode_shard": 2, "merge_shards": 1, "encode_queries": 1, "index": 1, "join_index": 1, "evaluate_partition": 1, "evaluate": 1}
     dry = snakemake(workdir, target, "-n", config=config)
     # What the planned jobs write (the target rule's inputs name every row, its output none).
     outputs = [line for line in dry.stdout.splitlines() if line.strip().startswith("output:")]
@@ -403,7 +422,7 @@ def test_a_changed_objective_weight_plans_training_and_downstream_only(run):
     path.write_text(yaml.safe_dump(config))
     jobs = planned_jobs_for(workdir, config)
     assert jobs == {"all": 1, "train": 1, "plot_training": 1, "encode_shard": 2, "merge_shards": 1,
-                    "encode_queries": 1, "index": 1, "evaluate": 1, "report_run": 1, "summary": 1}
+                    "encode_queries": 1, "index": 1, "join_index": 1, "evaluate_partition": 1, "evaluate": 1, "report_run": 1, "summary": 1}
     dry = snakemake(workdir, "-n", config=config)
     assert "Params have changed" in dry.stdout and "rule labels" not in dry.stdout
 

@@ -300,12 +300,25 @@ def _intersection_sizes(retrieved, ground_truth) -> np.ndarray:
     return np.bincount(both_query[1:][equal_next], minlength=q)
 
 
-def equidict(retrieved, ground_truth) -> dict:
-    """Equidict metrics of the positive queries (docs/method.md section 9).
+def retrieval_counts(retrieved, ground_truth) -> tuple[np.ndarray, np.ndarray]:
+    """(|R_j|, |R_j & G_j|) of every query j, int64, from two CSRs over the same queries:
+    all that the equidict, equiset and multi-probe figures need of the retrieved sets.
 
-    ``retrieved`` and ``ground_truth`` are CSR pairs over the same q queries: R_j are the
-    positions retrieved for query j (sharing its fingerprint, or the union over multi-probe
-    lookups), G_j the positions of its label. Returns
+    The counts of an index cut into partitions are the sums of the partitions' counts: a
+    database position lies in one partition only, so the R_j of the partitions are disjoint.
+    """
+    retrieved = _check_csr(retrieved, "retrieved")
+    ground_truth = _check_csr(ground_truth, "ground_truth")
+    q = retrieved[0].size - 1
+    if ground_truth[0].size - 1 != q:
+        raise InputError(f"retrieved has {q} queries but ground_truth has {ground_truth[0].size - 1}; "
+                         "expected the same queries")
+    return np.diff(retrieved[0]).astype(np.int64), _intersection_sizes(retrieved, ground_truth)
+
+
+def equidict_from_counts(retrieved_sizes, common, truth_sizes) -> dict:
+    """Equidict metrics (docs/method.md section 9) of q positive queries from |R_j|,
+    |R_j & G_j| and |G_j| (three length-q integer arrays). Returns
 
     * ``recall`` = sum_j |R_j & G_j| / sum_j |G_j|;
     * ``average_jaccard_index`` = mean_j |R_j & G_j| / |R_j | G_j| (1 when both are empty);
@@ -315,15 +328,11 @@ def equidict(retrieved, ground_truth) -> dict:
 
     Zero queries (or sum |G| = 0 for the recall) give 0.0.
     """
-    retrieved = _check_csr(retrieved, "equidict retrieved")
-    ground_truth = _check_csr(ground_truth, "equidict ground_truth")
-    q = retrieved[0].size - 1
-    if ground_truth[0].size - 1 != q:
-        raise InputError(f"equidict: retrieved has {q} queries but ground_truth has "
-                         f"{ground_truth[0].size - 1}; expected the same queries")
-    common = _intersection_sizes(retrieved, ground_truth)
-    r_sizes = np.diff(retrieved[0])
-    g_sizes = np.diff(ground_truth[0])
+    r_sizes, common, g_sizes = (np.asarray(a, dtype=np.int64) for a in (retrieved_sizes, common, truth_sizes))
+    q = r_sizes.size
+    if common.size != q or g_sizes.size != q:
+        raise InputError(f"equidict: {q} retrieved sizes, {common.size} intersections and {g_sizes.size} "
+                         "ground-truth sizes; expected one of each per query")
     union = r_sizes + g_sizes - common
     jaccard = np.divide(common, union, out=np.ones(q, dtype=np.float64), where=union > 0)
     complete = common == g_sizes
@@ -337,34 +346,46 @@ def equidict(retrieved, ground_truth) -> dict:
     }
 
 
-def equiset(retrieved_positive_offsets, retrieved_negative_offsets) -> dict:
+def equidict(retrieved, ground_truth) -> dict:
+    """Equidict metrics of the positive queries (docs/method.md section 9):
+    :func:`equidict_from_counts` of two CSR pairs over the same q queries, R_j the positions
+    retrieved for query j (sharing its fingerprint, or the union over multi-probe lookups),
+    G_j the positions of its label."""
+    ground_truth = _check_csr(ground_truth, "equidict ground_truth")
+    r_sizes, common = retrieval_counts(retrieved, ground_truth)
+    return equidict_from_counts(r_sizes, common, np.diff(ground_truth[0]))
+
+
+def equiset_from_sizes(positive_sizes, negative_sizes) -> dict:
     """Equiset metrics (docs/method.md section 9): does a query retrieve anything at all?
 
-    Only the CSR offsets are needed. ``true_positive_rate`` = share of positive queries
-    with a non-empty R; ``false_positive_rate`` = share of negative queries (labels absent
-    from the database) with a non-empty R. 0.0 over zero queries.
+    ``true_positive_rate`` = share of positive queries with a non-empty R;
+    ``false_positive_rate`` = share of negative queries (labels absent from the database)
+    with a non-empty R; from the |R| of each. 0.0 over zero queries.
     """
-    positive = _check_offsets(retrieved_positive_offsets, "equiset retrieved_positive_offsets")
-    negative = _check_offsets(retrieved_negative_offsets, "equiset retrieved_negative_offsets")
+    positive, negative = np.asarray(positive_sizes), np.asarray(negative_sizes)
     return {
-        "true_positive_rate": _ratio(np.count_nonzero(np.diff(positive)), positive.size - 1),
-        "false_positive_rate": _ratio(np.count_nonzero(np.diff(negative)), negative.size - 1),
+        "true_positive_rate": _ratio(np.count_nonzero(positive), positive.size),
+        "false_positive_rate": _ratio(np.count_nonzero(negative), negative.size),
     }
 
 
-def multiprobe_entry(lookups: int, retrieved_positive, ground_truth,
-                     retrieved_negative_offsets) -> dict:
-    """One entry of the metrics.json ``multiprobe`` list (docs/method.md section 10).
+def equiset(retrieved_positive_offsets, retrieved_negative_offsets) -> dict:
+    """:func:`equiset_from_sizes` of the CSR offsets of the positive and negative queries."""
+    positive = _check_offsets(retrieved_positive_offsets, "equiset retrieved_positive_offsets")
+    negative = _check_offsets(retrieved_negative_offsets, "equiset retrieved_negative_offsets")
+    return equiset_from_sizes(np.diff(positive), np.diff(negative))
 
-    ``retrieved_positive`` is the CSR of the union over the ``lookups`` most likely codes
-    of each positive query, ``retrieved_negative_offsets`` the offsets of the same for the
-    negative queries. With ``lookups == 1`` the figures equal the top-level ones.
-    """
+
+def multiprobe_entry_from_counts(lookups: int, retrieved_sizes, common, truth_sizes, negative_sizes) -> dict:
+    """One entry of the metrics.json ``multiprobe`` list (docs/method.md section 10) from the
+    counts of the union over the ``lookups`` most likely codes of each query (as
+    :func:`equidict_from_counts` and :func:`equiset_from_sizes`). With ``lookups == 1``
+    the figures equal the top-level ones."""
     if isinstance(lookups, bool) or not isinstance(lookups, (int, np.integer)) or lookups < 1:
         raise InputError(f"multiprobe_entry lookups: expected a positive integer, got {lookups!r}")
-    dictionary = equidict(retrieved_positive, ground_truth)
-    retrieved_positive_offsets = retrieved_positive[0]
-    sets = equiset(retrieved_positive_offsets, retrieved_negative_offsets)
+    dictionary = equidict_from_counts(retrieved_sizes, common, truth_sizes)
+    sets = equiset_from_sizes(retrieved_sizes, negative_sizes)
     return {
         "lookups": int(lookups),
         "recall": dictionary["recall"],
@@ -372,6 +393,16 @@ def multiprobe_entry(lookups: int, retrieved_positive, ground_truth,
         "true_positive_rate": sets["true_positive_rate"],
         "false_positive_rate": sets["false_positive_rate"],
     }
+
+
+def multiprobe_entry(lookups: int, retrieved_positive, ground_truth,
+                     retrieved_negative_offsets) -> dict:
+    """:func:`multiprobe_entry_from_counts` of the CSR of the union over the ``lookups``
+    most likely codes of each positive query and the offsets of the same for the negatives."""
+    ground_truth = _check_csr(ground_truth, "multiprobe ground_truth")
+    r_sizes, common = retrieval_counts(retrieved_positive, ground_truth)
+    negative = _check_offsets(retrieved_negative_offsets, "multiprobe retrieved_negative_offsets")
+    return multiprobe_entry_from_counts(lookups, r_sizes, common, np.diff(ground_truth[0]), np.diff(negative))
 
 
 # --------------------------------------------------------------------------- binary metrics

@@ -1,8 +1,27 @@
-"""Evaluate one (task, model, variant, database): the index and fingerprints -> metrics.json."""
+"""Evaluate one (task, model, variant, database): the index and fingerprints -> metrics.json.
+
+The figures come in two steps, so that a database too large for one machine is evaluated
+as a fan-out of bounded jobs (one per partition of its index, ``index.partitions``):
+
+1. :func:`evaluate_partition`: what one partition of the index (or the whole index)
+   contributes, :class:`PartitionCounts`: the internal collisions among its positions,
+   and for every query and every number of lookups the size of its retrieved set and of
+   that set's intersection with the ground truth, counting only the partition's positions;
+2. :func:`combine_partitions`: the sums over the partitions, then every figure of
+   docs/method.md sections 9 and 10 and the binary metrics of the triplets.
+
+A database position lies in one partition, and equal fingerprints share a partition, so
+every count of the whole index is the sum of its partitions' counts: metrics.json is
+byte-identical for any number of partitions. :func:`evaluate_run` does both steps in one
+process (the ``equihash evaluate`` command); the workflow runs one job per partition
+(:func:`evaluate_partition_files`) and one that combines them (:func:`combine_partition_files`).
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +30,202 @@ import pyarrow.parquet as pq
 
 import equihash
 from equihash.config import config_sha256
-from equihash.evaluate.metrics import (binary_metrics, equidict, equiset, internal_collisions,
-                                       metrics_document, multiprobe_entry)
-from equihash.index import read_index
-from equihash.io import (InputError, check_schema, code_type, read_columns, read_ground_truth, read_labels,
-                         read_schema, write_json)
+from equihash.evaluate.metrics import (binary_metrics, equidict_from_counts, equiset_from_sizes,
+                                       internal_collisions, metrics_document, multiprobe_entry_from_counts,
+                                       retrieval_counts)
+from equihash.index import InvertedIndex, PartitionedIndex, read_index
+from equihash.index.build import database_batches
+from equihash.index.inverted import code_keys
+from equihash.io import (InputError, check_schema, code_type, column_to_numpy, partition_counts_schema,
+                         read_columns, read_ground_truth, read_labels, read_schema, write_json, write_table)
 from equihash.progress import Progress, logger
+
+#: The key of the schema metadata of a partition-counts file that holds its scalars.
+COUNTS_METADATA = b"equihash"
+
+
+@dataclass(frozen=True)
+class PartitionCounts:
+    """What one partition of an index (``prefix`` of ``prefix_bits`` bits; the whole index
+    for 0 bits) contributes to the figures of a run: ``size`` of the ``database_size``
+    positions, the internal collisions among them, and for each number of lookups of
+    ``lookups`` (row i) the per-query counts |R_j| of the positive queries
+    (``positive_retrieved``), |R_j & G_j| (``positive_common``) and |R_j| of the negative
+    queries (``negative_retrieved``), R_j restricted to the partition's positions."""
+
+    prefix_bits: int
+    prefix: int
+    database_size: int
+    size: int
+    nbits: int
+    internal_collisions: int
+    lookups: tuple[int, ...]
+    positive_retrieved: np.ndarray
+    positive_common: np.ndarray
+    negative_retrieved: np.ndarray
+
+    @property
+    def partitions(self) -> int:
+        return 2 ** self.prefix_bits
+
+
+def partition_rows(database, database_labels, index: InvertedIndex) -> tuple[np.ndarray, np.ndarray]:
+    """The codes (n, B) and labels (n, m) of the database positions that ``index`` (a
+    partition, or the whole index) holds, read batch by batch: memory grows with the
+    partition, not with the database."""
+    kind = code_type(index.nbytes)
+    if index.prefix_bits == 0:
+        return read_columns(database, {"code": kind})["code"], read_labels(database_labels)
+    shift, prefix = np.uint64(64 - index.prefix_bits), np.uint64(index.prefix)
+    codes, positions = [], []
+    for first, batch in database_batches(Path(database)):
+        kept = np.flatnonzero((code_keys(batch) >> shift) == prefix)
+        codes.append(batch[kept])
+        positions.append(kept + first)
+    positions = np.concatenate(positions) if positions else np.empty(0, dtype=np.int64)
+    labels = []
+    with pq.ParquetFile(database_labels, pre_buffer=False) as reader:
+        first = 0
+        for batch in reader.iter_batches(columns=["labels"]):
+            rows = column_to_numpy(batch.column("labels"), path=database_labels, name="labels")
+            lo, hi = np.searchsorted(positions, [first, first + len(rows)])
+            labels.append(rows[positions[lo:hi] - first])
+            first += len(rows)
+    codes = np.concatenate(codes) if codes else np.empty((0, index.nbytes), dtype=np.uint8)
+    return codes, np.concatenate(labels) if labels else np.empty((0, 1), dtype=np.uint32)
+
+
+def evaluate_partition(index: InvertedIndex, *, database, database_labels, ground_truth, positive: dict,
+                       negative: dict, lookups, bar: Progress | None = None) -> PartitionCounts:
+    """:class:`PartitionCounts` of ``index`` (a partition or the whole index): ``positive`` and
+    ``negative`` hold the query codes (``code``) and logits (``logits``), ``ground_truth``
+    the CSR of the positive queries' database positions. Lookups of codes of other
+    partitions find nothing here, so each query counts only this partition's positions."""
+    lookups = tuple(int(L) for L in lookups)
+
+    def stage(name):
+        return bar.stage(name) if bar is not None else _NoStage()
+
+    with stage("internal collisions"):
+        codes, labels = partition_rows(database, database_labels, index)
+        collisions = internal_collisions(codes, labels)
+        del codes, labels
+    logger.info("internal collisions: %d among %d positions", collisions, index.size)
+    rows = {"positive_retrieved": [], "positive_common": [], "negative_retrieved": []}
+    for L in lookups:
+        with stage("exact lookups" if L == 1 else f"multi-probing with {L} lookups"):
+            if L == 1:
+                found, found_negative = index.lookup(positive["code"]), index.lookup(negative["code"])
+            else:
+                found, found_negative = index.multiprobe(positive["logits"], L), index.multiprobe(negative["logits"], L)
+            retrieved, common = retrieval_counts(found, ground_truth)
+            rows["positive_retrieved"].append(retrieved)
+            rows["positive_common"].append(common)
+            rows["negative_retrieved"].append(np.diff(found_negative[0]).astype(np.int64))
+            del found, found_negative
+    return PartitionCounts(prefix_bits=index.prefix_bits, prefix=index.prefix, database_size=index.database_size,
+                           size=index.size, nbits=8 * index.nbytes, internal_collisions=int(collisions),
+                           lookups=lookups, **{key: np.stack(value) for key, value in rows.items()})
+
+
+class _NoStage:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def write_partition_counts(counts: PartitionCounts, path) -> None:
+    """The partition-counts file of ``counts`` (docs/artifacts.md): one row per number of
+    lookups, the scalars in the schema metadata."""
+    scalars = {"prefix_bits": counts.prefix_bits, "prefix": counts.prefix, "database_size": counts.database_size,
+               "size": counts.size, "nbits": counts.nbits, "internal_collisions": counts.internal_collisions}
+    schema = partition_counts_schema().with_metadata({COUNTS_METADATA: json.dumps(scalars).encode()})
+    lists = {key: pa.array([row.astype(np.uint64) for row in getattr(counts, key)], type=pa.list_(pa.uint64()))
+             for key in ("positive_retrieved", "positive_common", "negative_retrieved")}
+    write_table(pa.table({"lookups": pa.array(counts.lookups, type=pa.uint32()), **lists}, schema=schema), path)
+
+
+def read_partition_counts(path) -> PartitionCounts:
+    """A partition-counts file, checked: its columns, its scalars and one count per query."""
+    check_schema(path, dict(zip(partition_counts_schema().names, partition_counts_schema().types)))
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(COUNTS_METADATA)
+    keys = ("prefix_bits", "prefix", "database_size", "size", "nbits", "internal_collisions")
+    try:
+        scalars = json.loads(raw)
+        scalars = {key: int(scalars[key]) for key in keys}
+    except (TypeError, ValueError, KeyError):
+        raise InputError(f"{path}: schema metadata '{COUNTS_METADATA.decode()}' must hold the integers "
+                         f"{', '.join(keys)}") from None
+    arrays = {}
+    for key in ("positive_retrieved", "positive_common", "negative_retrieved"):
+        column = table[key].combine_chunks()
+        sizes = set(np.diff(column.offsets.to_numpy()).tolist())
+        if len(sizes) > 1:
+            raise InputError(f"{path}: column '{key}' holds lists of {sorted(sizes)} queries; expected one "
+                             "count per query on every row")
+        arrays[key] = column.values.to_numpy().astype(np.int64).reshape(len(column), -1)
+    return PartitionCounts(**scalars, lookups=tuple(int(L) for L in table["lookups"].to_numpy()), **arrays)
+
+
+def combine_partitions(parts, *, truth_sizes, binary: dict, names: dict) -> dict:
+    """metrics.json (without provenance) from the :class:`PartitionCounts` of every partition
+    of one index, in any order (an iterable: one partition's counts are held at a time);
+    ``truth_sizes``: |G_j| of each positive query; ``binary``: the :func:`binary_metrics`
+    of the triplets. Partitions missing, repeated, or counted over other queries, lookups
+    or databases are an InputError naming the partition."""
+    keys = ("positive_retrieved", "positive_common", "negative_retrieved")
+    first, seen, total, sizes, collisions = None, [], None, 0, 0
+    for part in parts:
+        shape = (part.database_size, part.nbits, part.lookups, part.positive_retrieved.shape,
+                 part.negative_retrieved.shape, part.prefix_bits)
+        if first is None:
+            first, want = part, shape
+            total = {key: np.zeros_like(getattr(part, key)) for key in keys}
+        elif shape != want:
+            raise InputError(f"partition counts {part.prefix} of {part.partitions}: (database_size, nbits, lookups, "
+                             f"positive counts, negative counts, prefix bits) = {shape}, the first read has {want}")
+        seen.append(part.prefix)
+        for key in keys:
+            total[key] += getattr(part, key)
+        sizes += part.size
+        collisions += part.internal_collisions
+    if first is None or sorted(seen) != list(range(first.partitions)):
+        found = sorted(seen) if first is not None else []
+        raise InputError(f"partition counts: got partitions {found}"
+                         + (f" of {first.partitions}, expected each of 0..{first.partitions - 1} once"
+                            if first is not None else ", expected at least one"))
+    if sizes != first.database_size:
+        raise InputError(f"partition counts: the partitions hold {sizes} positions, expected the database's "
+                         f"{first.database_size}")
+    truth_sizes = np.asarray(truth_sizes, dtype=np.int64)
+    if truth_sizes.size != first.positive_retrieved.shape[1]:
+        raise InputError(f"partition counts: {first.positive_retrieved.shape[1]} positive queries counted, the ground "
+                         f"truth has {truth_sizes.size}")
+    if first.lookups[0] != 1:
+        raise InputError(f"partition counts: lookups {list(first.lookups)} must start with 1 (the exact lookup)")
+    entries = [multiprobe_entry_from_counts(L, total["positive_retrieved"][i], total["positive_common"][i],
+                                            truth_sizes, total["negative_retrieved"][i])
+               for i, L in enumerate(first.lookups)]
+    return metrics_document(
+        **names, nbits=first.nbits, database_size=first.database_size, internal_collisions=collisions,
+        equidict=equidict_from_counts(total["positive_retrieved"][0], total["positive_common"][0], truth_sizes),
+        equiset=equiset_from_sizes(total["positive_retrieved"][0], total["negative_retrieved"][0]),
+        binary=binary, multiprobe=entries,
+    )
+
+
+def _queries(path, nbits: int) -> dict:
+    kind = code_type(nbits // 8)
+    return read_columns(path, {"code": kind, "logits": pa.list_(pa.float32(), nbits)})
+
+
+def _triplet_metrics(triplets, nbits: int) -> dict:
+    kind = code_type(nbits // 8)
+    trip = read_columns(triplets, {"anchor": kind, "positive": kind, "negative": kind})
+    return binary_metrics(trip["anchor"], trip["positive"], trip["negative"])
 
 
 def evaluate_run(*, index_dir, database_labels, positive_labels, database, positive_queries,
@@ -24,6 +233,8 @@ def evaluate_run(*, index_dir, database_labels, positive_labels, database, posit
                  provenance: dict | None = None, negative_labels=None) -> dict:
     """Compute every figure of docs/method.md section 9 and the multi-probe list; write metrics.json atomically.
 
+    ``index_dir`` is a whole or a partitioned index; its partitions are evaluated one after
+    the other (:func:`evaluate_partition`) and combined (:func:`combine_partitions`).
     ``provenance`` (a :func:`run_provenance` dict) becomes the document's last key; without
     it the code version is recorded and the config hash and shard count are null.
     Before any work the inputs are checked to belong together (:func:`check_run_inputs`;
@@ -31,49 +242,59 @@ def evaluate_run(*, index_dir, database_labels, positive_labels, database, posit
     counted), and InputError names the two files that disagree.
     """
     index = read_index(index_dir)
-    kind = code_type(index.nbytes)
     nbits = 8 * index.nbytes
-    logits_kind = pa.list_(pa.float32(), nbits)
     ground_truth = check_run_inputs(index, index_dir=index_dir, database=database, database_labels=database_labels,
                                     positive_labels=positive_labels, positive_queries=positive_queries,
                                     negative_queries=negative_queries, negative_labels=negative_labels)
-
+    parts = index.partitions if isinstance(index, PartitionedIndex) else [index]
+    positive, negative = _queries(positive_queries, nbits), _queries(negative_queries, nbits)
     # One bar over the stages; each stage's duration is logged as it ends.
-    stages = 4 + len(lookups[1:])
+    stages = len(parts) * (1 + len(lookups)) + 1
     with Progress(stages, "evaluate " + "/".join(str(value) for value in names.values()), unit="stage") as bar:
-        with bar.stage("internal collisions"):
-            codes = read_columns(database, {"code": kind})["code"]
-            collisions = internal_collisions(codes, read_labels(database_labels))
-            del codes
-        logger.info("internal collisions: %d among %d positions", collisions, index.size)
-
-        with bar.stage("exact lookups"):
-            positive = read_columns(positive_queries, {"code": kind, "logits": logits_kind})
-            negative = read_columns(negative_queries, {"code": kind, "logits": logits_kind})
-            retrieved = index.lookup(positive["code"])
-            retrieved_negative = index.lookup(negative["code"])
-
-        with bar.stage("equidict and equiset metrics"):
-            dictionary = equidict(retrieved, ground_truth)
-            membership = equiset(retrieved[0], retrieved_negative[0])
-            entries = [multiprobe_entry(1, retrieved, ground_truth, retrieved_negative[0])]
-
-        for L in lookups[1:]:
-            with bar.stage(f"multi-probing with {L} lookups"):
-                probed = index.multiprobe(positive["logits"], L)
-                probed_negative = index.multiprobe(negative["logits"], L)
-                entries.append(multiprobe_entry(L, probed, ground_truth, probed_negative[0]))
-                del probed, probed_negative
-            logger.info("multi-probing with %d lookups: recall %.4f", L, entries[-1]["recall"])
-
+        counts = [evaluate_partition(part, database=database, database_labels=database_labels,
+                                     ground_truth=ground_truth, positive=positive, negative=negative,
+                                     lookups=lookups, bar=bar) for part in parts]
         with bar.stage("binary metrics"):
-            trip = read_columns(triplets, {"anchor": kind, "positive": kind, "negative": kind})
-            binary = binary_metrics(trip["anchor"], trip["positive"], trip["negative"])
+            binary = _triplet_metrics(triplets, nbits)
+    document = combine_partitions(counts, truth_sizes=np.diff(ground_truth[0]), binary=binary, names=names)
+    document["provenance"] = run_provenance() if provenance is None else provenance
+    write_json(document, out_path)
+    return document
 
-    document = metrics_document(
-        **names, nbits=nbits, database_size=index.size, internal_collisions=collisions,
-        equidict=dictionary, equiset=membership, binary=binary, multiprobe=entries,
-    )
+
+def evaluate_partition_files(*, index_dir, database_labels, positive_labels, database, positive_queries,
+                             negative_queries, lookups, out_path, negative_labels=None,
+                             threads: int | None = None) -> PartitionCounts:
+    """One job of a run's evaluation: the :class:`PartitionCounts` of the index partition at
+    ``index_dir`` (``v-of-P`` of the index's folder), written to ``out_path``; its lookups
+    run on ``threads`` threads (default: every core)."""
+    index = read_index(index_dir, threads=threads)
+    if not isinstance(index, InvertedIndex):
+        raise InputError(f"{index_dir}: a partitioned index; expected one partition of it (its folder v-of-P)")
+    ground_truth = check_run_inputs(index, index_dir=index_dir, database=database, database_labels=database_labels,
+                                    positive_labels=positive_labels, positive_queries=positive_queries,
+                                    negative_queries=negative_queries, negative_labels=negative_labels, whole=False)
+    nbits = 8 * index.nbytes
+    with Progress(1 + len(lookups), f"evaluate partition {index.prefix} of {2 ** index.prefix_bits}",
+                  unit="stage") as bar:
+        counts = evaluate_partition(index, database=database, database_labels=database_labels,
+                                    ground_truth=ground_truth, positive=_queries(positive_queries, nbits),
+                                    negative=_queries(negative_queries, nbits), lookups=lookups, bar=bar)
+    write_partition_counts(counts, out_path)
+    return counts
+
+
+def combine_partition_files(*, partitions, positive_labels, triplets, names: dict, out_path,
+                            provenance: dict | None = None) -> dict:
+    """The last job of a run's evaluation: metrics.json from the partition-counts files of
+    every partition (:func:`combine_partitions`) and the triplets' binary metrics."""
+    partitions = list(partitions)
+    if not partitions:
+        raise InputError("partitions: expected the partition-counts file of every partition, got none")
+    nbits = read_partition_counts(partitions[0]).nbits
+    truth_sizes = np.diff(read_ground_truth(positive_labels)[0])
+    document = combine_partitions((read_partition_counts(path) for path in partitions), truth_sizes=truth_sizes,
+                                  binary=_triplet_metrics(triplets, nbits), names=names)
     document["provenance"] = run_provenance() if provenance is None else provenance
     write_json(document, out_path)
     return document
@@ -103,17 +324,18 @@ def check_query_ids(path, labels_path, n_labels: int | None) -> None:
 
 
 def check_run_inputs(index, *, index_dir, database, database_labels, positive_labels, positive_queries,
-                     negative_queries, negative_labels=None):
+                     negative_queries, negative_labels=None, whole: bool = True):
     """Check that the files of one evaluation belong together; return the ground truth.
 
-    The index holds a whole database (no partition) of N positions, the merged fingerprint
+    The index (a whole or partitioned one; with ``whole=False`` also one partition) is
+    built from a database of N positions and, unless a partition, holds all of them; the merged fingerprint
     database has N rows and so has its labels file; the ids of each query file are the
     rows 0..n-1 of its labels file in order (one query per label row), and every
     ground-truth position is below N. Each failure is an InputError naming both files.
     """
-    header = Path(index_dir) / "header.json"
+    header = Path(index_dir) / ("partitions.json" if isinstance(index, PartitionedIndex) else "header.json")
     n = index.database_size
-    if index.prefix_bits or index.size != n:
+    if whole and (index.size != n or (isinstance(index, InvertedIndex) and index.prefix_bits)):
         raise InputError(f"{header}: an index of {index.size} of the {n} database positions (prefix of "
                          f"{index.prefix_bits} bits); expected the index of the whole database {database}")
     database_rows = parquet_rows(database)

@@ -187,7 +187,7 @@ def _open_database(path: Path) -> tuple[int, int]:
         return kind.byte_width, reader.metadata.num_rows
 
 
-def _database_batches(path: Path, batch_rows: int = PARQUET_BATCH_ROWS):
+def database_batches(path: Path, batch_rows: int = PARQUET_BATCH_ROWS):
     """Yield (first position, codes (n, B) uint8) per batch; ids must be 0..N-1 in order.
 
     The reader does not pre-buffer: pyarrow would otherwise keep ~10 bytes per row read
@@ -242,7 +242,7 @@ class _SpillPlan:
             (name, c): open(tmp / f"{name}-{c}.spill", "wb") for name in self.columns for c in range(self.n_chunks)}
         bar = Progress(n_rows, f"index spill{part}", "code")
         try:
-            for first, codes in _database_batches(self.path, self.batch_rows):
+            for first, codes in database_batches(self.path, self.batch_rows):
                 bar.update(len(codes))
                 keys = _core.code_hashes(codes)
                 positions = np.arange(first, first + len(codes), dtype=self.index_dtype)
@@ -366,7 +366,7 @@ def read_database_codes(path, *, batch_rows: int = PARQUET_BATCH_ROWS) -> np.nda
     nbytes, n = _open_database(path)
     codes = np.empty((n, nbytes), dtype=np.uint8)
     with Progress(n, f"index read {path.name}", "code") as bar:
-        for first, batch in _database_batches(path, batch_rows):
+        for first, batch in database_batches(path, batch_rows):
             codes[first:first + len(batch)] = batch
             bar.update(len(batch))
     return codes

@@ -34,10 +34,12 @@ still never read outside an array (``_core`` checks every directory and posting-
 range it follows, and a looked-up position must be below D), so a damaged index raises
 InputError naming the file or, where the damage keeps every range valid, answers wrongly.
 
-Partitioned index (a directory, version 1): ``partitions.json`` =
-{"format": "equihash-partitioned-index", "version": 1, "prefix_bits": p, "nbytes": B,
-"database_size": N, "partitions": ["part-0", ..., "part-<2**p - 1>"]}, and one index
-directory of the format above per partition, named in that list.
+Partitioned index (a directory, version 2): ``partitions.json`` =
+{"format": "equihash-partitioned-index", "version": 2, "prefix_bits": p, "nbytes": B,
+"database_size": N, "partitions": ["0-of-P", ..., "<P - 1>-of-P"]} with P = 2**p, and
+one index directory of the format above per partition, named in that list (version 1
+named them ``part-<v>``). With p = 0 its one partition is the whole index: the pipeline
+writes every index in this layout, one job per partition.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ INDEX_DTYPES = ("uint32", "uint64")
 CHECKSUM_BLOCK = 1 << 23  # bytes read at a time when checksumming an array file
 
 PARTITIONED_FORMAT_NAME = "equihash-partitioned-index"
-PARTITIONED_FORMAT_VERSION = 1
+PARTITIONED_FORMAT_VERSION = 2
 MANIFEST_FILE = "partitions.json"
 
 
@@ -182,13 +184,34 @@ def index_header(index: InvertedIndex) -> dict:
 
 
 def partition_names(prefix_bits: int) -> list[str]:
-    return [f"part-{v}" for v in range(2**prefix_bits)]
+    """The directory names of the 2**prefix_bits partitions of a partitioned index: ``v-of-P``."""
+    return [partition_name(v, 2**prefix_bits) for v in range(2**prefix_bits)]
 
 
-def write_manifest(directory: Path, prefix_bits: int, nbytes: int, database_size: int) -> None:
+def partition_name(prefix: int, partitions: int) -> str:
+    """The directory name of partition ``prefix`` of ``partitions``."""
+    return f"{prefix}-of-{partitions}"
+
+
+def write_manifest(directory: Path, prefix_bits: int, nbytes: int, database_size: int, *,
+                   name: str = MANIFEST_FILE) -> None:
     manifest = {"format": PARTITIONED_FORMAT_NAME, "version": PARTITIONED_FORMAT_VERSION, "prefix_bits": prefix_bits,
                 "nbytes": nbytes, "database_size": database_size, "partitions": partition_names(prefix_bits)}
-    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    (directory / name).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def join_partitions(directory, prefix_bits: int) -> None:
+    """Write the manifest of the partitions that separate jobs built into ``directory``
+    (``build_index_from_parquet`` with ``prefix_bits`` and prefix v into
+    ``directory/v-of-P``), after checking that they are the partitions of one database:
+    :func:`read_index` then opens ``directory`` as one index. Written atomically; a
+    partition missing or of another database is an InputError naming its header."""
+    directory = Path(directory)
+    headers = [read_header(directory / name / HEADER_FILE) for name in partition_names(prefix_bits)]
+    path = directory / MANIFEST_FILE
+    with atomic_path(path) as tmp:
+        write_manifest(tmp.parent, prefix_bits, headers[0]["nbytes"], headers[0]["database_size"], name=tmp.name)
+        _read_partitioned(directory, mmap=True, verify=False, threads=1, manifest_path=tmp)  # checks them all
 
 
 # ----------------------------------------------------------------------------- writing
@@ -279,8 +302,9 @@ def _read_arrays(directory: Path, *, mmap: bool, verify: bool, threads: int | No
     return index
 
 
-def _read_partitioned(directory: Path, *, mmap: bool, verify: bool, threads: int | None) -> PartitionedIndex:
-    path = directory / MANIFEST_FILE
+def _read_partitioned(directory: Path, *, mmap: bool, verify: bool, threads: int | None,
+                      manifest_path: Path | None = None) -> PartitionedIndex:
+    path = directory / MANIFEST_FILE if manifest_path is None else manifest_path
     try:
         manifest = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -290,8 +314,8 @@ def _read_partitioned(directory: Path, *, mmap: bool, verify: bool, threads: int
     if manifest.get("version") != PARTITIONED_FORMAT_VERSION:
         raise InputError(f"{path}: field 'version' is {manifest.get('version')!r}, expected {PARTITIONED_FORMAT_VERSION}")
     prefix_bits = manifest.get("prefix_bits")
-    if not isinstance(prefix_bits, int) or not 1 <= prefix_bits <= MAX_PREFIX_BITS:
-        raise InputError(f"{path}: field 'prefix_bits' is {prefix_bits!r}, expected 1..{MAX_PREFIX_BITS}")
+    if not isinstance(prefix_bits, int) or not 0 <= prefix_bits <= MAX_PREFIX_BITS:
+        raise InputError(f"{path}: field 'prefix_bits' is {prefix_bits!r}, expected 0..{MAX_PREFIX_BITS}")
     if manifest.get("partitions") != partition_names(prefix_bits):
         raise InputError(f"{path}: field 'partitions' is {manifest.get('partitions')!r}, "
                          f"expected {partition_names(prefix_bits)!r}")
@@ -307,4 +331,4 @@ def _read_partitioned(directory: Path, *, mmap: bool, verify: bool, threads: int
     if sum(part.size for part in parts) != manifest["database_size"]:
         raise InputError(f"{path}: the partitions hold {sum(part.size for part in parts)} positions, "
                          f"expected database_size = {manifest['database_size']}")
-    return PartitionedIndex(parts, threads=threads)
+    return parts[0] if prefix_bits == 0 else PartitionedIndex(parts, threads=threads)

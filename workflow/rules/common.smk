@@ -37,6 +37,8 @@ wildcard_constraints:
     db="[A-Za-z0-9_]+",
     shard=r"\d+",
     nb_shards=r"\d+",
+    part=r"\d+",
+    nb_parts=r"\d+",
 
 
 def task_config(wildcards):
@@ -69,7 +71,9 @@ PERLIN = f"{R}/perlin/perlin180x270.hdf5"
 LABELS = f"{R}/labels/{{task}}/{{db}}"
 MODEL = f"{R}/models/{{task}}/{{model}}/{{variant}}"
 FINGERPRINTS = f"{R}/fingerprints/{{task}}/{{model}}/{{variant}}/{{db}}"
-INDEX = f"{R}/index/{{task}}/{{model}}/{{variant}}/{{db}}"
+INDEX = f"{R}/index/{{task}}/{{model}}/{{variant}}/{{db}}"  # partitions.json and one folder per partition
+INDEX_PARTITION = f"{INDEX}/{{part}}-of-{{nb_parts}}"
+PARTITION_COUNTS = f"{R}/metrics/{{task}}/{{model}}/{{variant}}/{{db}}/partitions/{{part}}-of-{{nb_parts}}.parquet"
 METRICS = f"{R}/metrics/{{task}}/{{model}}/{{variant}}/{{db}}/metrics.json"
 LOGS = f"{R}/logs"
 
@@ -154,6 +158,18 @@ def task_data_files(wildcards):
     return bank_files(wildcards) + ([perlin_file()] if get_task(wildcards.task).perlin else [])
 
 
+def index_partitions(wildcards):
+    """The index.partitions folders of a run's index."""
+    n = config["index"]["partitions"]
+    return [INDEX_PARTITION.format(**wildcards, part=v, nb_parts=n) for v in range(n)]
+
+
+def partition_counts(wildcards):
+    """What each index partition contributes to a run's figures (rule evaluate_partition)."""
+    n = config["index"]["partitions"]
+    return [PARTITION_COUNTS.format(**wildcards, part=v, nb_parts=n) for v in range(n)]
+
+
 def database_shards(wildcards):
     n = config["encode"]["nb_shards"]
     return [f"{FINGERPRINTS}/shards/{i}-of-{n}.parquet".format(**wildcards) for i in range(n)]
@@ -164,10 +180,11 @@ def database_shards(wildcards):
 ENV = f"{workflow.basedir}/envs/equihash.yaml"
 
 
-def job_resources(job_class):
+def job_resources(job_class, mem_mb=None):
     """The SLURM resources of a job of one class of config `cluster` (train, encode, cpu,
     small): partition and account when set, CPUs, memory, time limit and, for the classes
-    with a `gpus` entry above 0, a GRES GPU request. A job resubmitted after a failure
+    with a `gpus` entry above 0, a GRES GPU request; `mem_mb` replaces the class's memory
+    (the partition jobs take config index.memory_mb). A job resubmitted after a failure
     (profile `retries`) gets the time limit times its attempt, so that a training killed
     by its limit resumes from its checkpoint with more time. A local run ignores them all."""
     cluster = config["cluster"]
@@ -176,7 +193,7 @@ def job_resources(job_class):
     def runtime(wildcards, attempt):
         return job["runtime"] * attempt
 
-    resources = {"cpus_per_task": job["cpus"], "mem_mb": job["mem_mb"], "runtime": runtime}
+    resources = {"cpus_per_task": job["cpus"], "mem_mb": job["mem_mb"] if mem_mb is None else mem_mb, "runtime": runtime}
     if cluster["partition"]:
         resources["slurm_partition"] = cluster["partition"]
     if cluster["account"]:
