@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def evaluate_partition(index: InvertedIndex, *, database, database_labels, groun
     lookups = tuple(int(L) for L in lookups)
 
     def stage(name):
-        return bar.stage(name) if bar is not None else _NoStage()
+        return bar.stage(name) if bar is not None else nullcontext()
 
     with stage("internal collisions"):
         codes, labels = partition_rows(database, database_labels, index)
@@ -126,14 +127,6 @@ def evaluate_partition(index: InvertedIndex, *, database, database_labels, groun
     return PartitionCounts(prefix_bits=index.prefix_bits, prefix=index.prefix, database_size=index.database_size,
                            size=index.size, nbits=8 * index.nbytes, internal_collisions=int(collisions),
                            lookups=lookups, **{key: np.stack(value) for key, value in rows.items()})
-
-
-class _NoStage:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def write_partition_counts(counts: PartitionCounts, path) -> None:
@@ -328,8 +321,9 @@ def check_run_inputs(index, *, index_dir, database, database_labels, positive_la
     """Check that the files of one evaluation belong together; return the ground truth.
 
     The index (a whole or partitioned one; with ``whole=False`` also one partition) is
-    built from a database of N positions and, unless a partition, holds all of them; the merged fingerprint
-    database has N rows and so has its labels file; the ids of each query file are the
+    built from a database of N positions and, unless a partition, holds all of them; the
+    merged fingerprint database has N rows of the index's code width and its labels file N
+    rows; the ids of each query file are the
     rows 0..n-1 of its labels file in order (one query per label row), and every
     ground-truth position is below N. Each failure is an InputError naming both files.
     """
@@ -338,6 +332,7 @@ def check_run_inputs(index, *, index_dir, database, database_labels, positive_la
     if whole and (index.size != n or (isinstance(index, InvertedIndex) and index.prefix_bits)):
         raise InputError(f"{header}: an index of {index.size} of the {n} database positions (prefix of "
                          f"{index.prefix_bits} bits); expected the index of the whole database {database}")
+    check_schema(database, {"code": code_type(index.nbytes)})
     database_rows = parquet_rows(database)
     if database_rows != n:
         raise InputError(f"{database}: {database_rows} fingerprint rows, but the index {header} holds {n} "
