@@ -204,11 +204,6 @@ def get_task(name: str) -> Task:
 
 
 # --------------------------------------------------------------------------- a task's data
-def bank_split_sizes(task: str, bank) -> dict[str, int]:
-    """Images per split of a task's bank (the bank size B of docs/method.md section 4); reads metadata only."""
-    return get_task(task).bank.split_sizes(bank)
-
-
 def open_bank(task: str, bank, split: str, *, in_memory: bool = False):
     """The images of one split: an array indexable by image id (row ``i`` is image id ``i``).
 
