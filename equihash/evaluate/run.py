@@ -23,6 +23,7 @@ import json
 import subprocess
 from contextlib import nullcontext
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -284,10 +285,10 @@ def combine_partition_files(*, partitions, positive_labels, triplets, names: dic
     partitions = list(partitions)
     if not partitions:
         raise InputError("partitions: expected the partition-counts file of every partition, got none")
-    nbits = read_partition_counts(partitions[0]).nbits
+    first = read_partition_counts(partitions[0])  # its code width reads the triplets; combine keeps it anyway
     truth_sizes = np.diff(read_ground_truth(positive_labels)[0])
-    document = combine_partitions((read_partition_counts(path) for path in partitions), truth_sizes=truth_sizes,
-                                  binary=_triplet_metrics(triplets, nbits), names=names)
+    document = combine_partitions(chain([first], (read_partition_counts(path) for path in partitions[1:])),
+                                  truth_sizes=truth_sizes, binary=_triplet_metrics(triplets, first.nbits), names=names)
     document["provenance"] = run_provenance() if provenance is None else provenance
     write_json(document, out_path)
     return document
