@@ -133,10 +133,11 @@ def run_files(work: Path, index_dir: Path) -> dict:
                 negative_queries=work / "fingerprints" / "negative_queries.parquet")
 
 
-def job_evaluate_partition(work, index_dir, out):
+def job_evaluate_partition(work, index_dir, out, memory_mb):
     from equihash.evaluate.run import evaluate_partition_files
 
-    evaluate_partition_files(**run_files(Path(work), Path(index_dir)), lookups=LOOKUPS, out_path=out)
+    evaluate_partition_files(**run_files(Path(work), Path(index_dir)), lookups=LOOKUPS, out_path=out,
+                             memory_budget=memory_mb << 19)
 
 
 def job_combine(work, partitions, out):
@@ -156,7 +157,7 @@ def job_whole(work, out, memory_mb):
     files = run_files(work, work / "whole-index")
     build_index_from_parquet(files["database"], files["index_dir"], memory_budget=memory_mb << 19)
     evaluate_run(**files, triplets=work / "fingerprints" / "triplets.parquet", lookups=LOOKUPS, names=NAMES,
-                 out_path=out, provenance=PROVENANCE)
+                 out_path=out, provenance=PROVENANCE, memory_budget=memory_mb << 19)
 
 
 JOBS = {name.removeprefix("job_"): fn for name, fn in globals().items() if name.startswith("job_")}
@@ -232,7 +233,8 @@ def main() -> None:
                                         for v, name in enumerate(names)]),
         ("join index", [("join", dict(index_dir=index, prefix_bits=bits))]),
         (f"evaluate, {parts} partitions", [("evaluate_partition", dict(work=work, index_dir=index / name,
-                                                                       out=counts / f"{name}.parquet"))
+                                                                       out=counts / f"{name}.parquet",
+                                                                       memory_mb=args.memory_mb))
                                            for name in names]),
         ("combine", [("combine", dict(work=work, partitions=[counts / f"{name}.parquet" for name in names],
                                       out=work / "metrics" / "metrics.json"))]),

@@ -354,6 +354,36 @@ def read_label_rows(path, start: int, stop: int, column: str = "labels") -> np.n
     return values[start - first:stop - first]
 
 
+def gather_label_rows(path, positions, column: str = "labels", batch_rows: int = 1 << 16) -> np.ndarray:
+    """The label rows at ``positions`` (any order, repeats allowed) as (len(positions), m)
+    uint32, streaming only the row groups that hold one of them, ``batch_rows`` rows at a
+    time: memory is the output and one batch, whatever the file's size."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    positions = np.asarray(positions, dtype=np.int64)
+    with pq.ParquetFile(path, pre_buffer=False) as reader:
+        kind = reader.schema_arrow.field(column).type if column in reader.schema_arrow.names else None
+        if kind is None or not pa.types.is_fixed_size_list(kind) or kind.value_type != pa.uint32():
+            raise InputError(f"{path}: column '{column}' must be fixed_size_list<uint32>, got {kind}")
+        n = reader.metadata.num_rows
+        out = np.empty((positions.size, kind.list_size), dtype=np.uint32)
+        if positions.size and (int(positions.min()) < 0 or int(positions.max()) >= n):
+            raise InputError(f"{path}: rows up to {int(positions.max())} requested, the file has {n} rows")
+        order = np.argsort(positions, kind="stable")
+        wanted = positions[order]
+        starts = np.cumsum([0] + [reader.metadata.row_group(g).num_rows for g in range(reader.num_row_groups)])
+        groups = np.unique(np.searchsorted(starts, wanted, side="right") - 1).tolist()
+        for g in groups:  # iter_batches over several groups would read the rows in between
+            first = int(starts[g])
+            for batch in reader.iter_batches(batch_size=batch_rows, row_groups=[g], columns=[column]):
+                rows = column_to_numpy(batch.column(column), path=path, name=column)
+                lo, hi = np.searchsorted(wanted, [first, first + len(rows)])
+                out[order[lo:hi]] = rows[wanted[lo:hi] - first]
+                first += len(rows)
+    return out
+
+
 def read_ground_truth(path) -> tuple[np.ndarray, np.ndarray]:
     """The ``ground_truth`` column of a positive-queries file as CSR (offsets int64, positions uint64)."""
     check_schema(path, {"ground_truth": pa.list_(pa.uint64())})

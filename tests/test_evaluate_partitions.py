@@ -111,3 +111,55 @@ def test_one_job_per_partition_then_a_combine_give_the_same_bytes(run):
 def test_a_partitioned_index_is_not_one_partition(run):
     with pytest.raises(InputError, match="a partitioned index; expected one partition of it"):
         evaluate_partition_files(**files(run, "p2", "x.parquet"), lookups=LOOKUPS)
+
+
+@pytest.mark.parametrize("nbytes", [2, 8, 16])
+def test_posting_collisions_equal_the_definition_at_any_budget(tmp_path, monkeypatch, nbytes):
+    """The internal collisions from an index's posting lists, the labels gathered in rounds
+    of a memory budget, equal sum C(g, 2) over fingerprints minus sum C(g, 2) over
+    (fingerprint, label) pairs, for a whole index and for every partition of one."""
+    from collections import Counter
+
+    import equihash.evaluate.run as run_module
+    from equihash.evaluate.run import MEMBER_BYTES, posting_collisions
+
+    rng = np.random.default_rng(nbytes)
+    n = 6000
+    pool = rng.integers(0, 256, (700, nbytes), dtype=np.uint8)  # few distinct codes: most positions collide
+    codes = pool[rng.integers(0, 700, n)]
+    labels = rng.integers(0, 900, (n, 2)).astype(np.uint32)
+    labels[:, 1] = labels[:, 0] % 3
+    write_table(pa.table({"labels": labels_array(labels)}), tmp_path / "labels.parquet", row_group_size=500)
+
+    def pairs(counter):
+        return sum(g * (g - 1) // 2 for g in counter.values())
+    rows = [bytes(code) for code in codes]
+    expected = pairs(Counter(rows)) - pairs(Counter(zip(rows, map(bytes, labels))))
+    assert expected > 1000
+
+    passes = []
+    gather = run_module.gather_label_rows
+    monkeypatch.setattr(run_module, "gather_label_rows", lambda *a, **k: passes.append(1) or gather(*a, **k))
+    whole = build_index(codes)
+    assert posting_collisions(whole, tmp_path / "labels.parquet", memory_budget=1 << 30) == expected
+    assert len(passes) == 1
+    passes.clear()
+    assert posting_collisions(whole, tmp_path / "labels.parquet", memory_budget=300 * MEMBER_BYTES) == expected
+    assert len(passes) > 8  # rounds of about 300 of the ~6000 members
+    for budget in (1 << 30, 100 * MEMBER_BYTES):
+        parts = build_partitioned_index(codes, prefix_bits=2).partitions
+        assert sum(posting_collisions(part, tmp_path / "labels.parquet", memory_budget=budget)
+                   for part in parts) == expected
+
+
+def test_gather_label_rows_reads_any_positions_from_several_row_groups(tmp_path):
+    from equihash.io import gather_label_rows, read_labels
+
+    labels = np.arange(3000, dtype=np.uint32).reshape(1000, 3)
+    path = tmp_path / "labels.parquet"
+    write_table(pa.table({"labels": labels_array(labels)}), path, row_group_size=64)
+    positions = np.random.default_rng(0).integers(0, 1000, 700)  # unsorted, repeated
+    assert np.array_equal(gather_label_rows(path, positions, batch_rows=10), read_labels(path)[positions])
+    assert gather_label_rows(path, []).shape == (0, 3)
+    with pytest.raises(InputError, match="labels.parquet: rows up to 1000 requested, the file has 1000 rows"):
+        gather_label_rows(path, [5, 1000])

@@ -36,10 +36,9 @@ from equihash.evaluate.metrics import (binary_metrics, equidict_from_counts, equ
                                        internal_collisions, metrics_document, multiprobe_entry_from_counts,
                                        retrieval_counts)
 from equihash.index import InvertedIndex, PartitionedIndex, read_index
-from equihash.index.build import database_batches
-from equihash.index.inverted import code_keys
-from equihash.io import (InputError, check_schema, code_type, column_to_numpy, partition_counts_schema,
-                         read_columns, read_ground_truth, read_labels, read_schema, write_json, write_table)
+from equihash.index.build import DEFAULT_MEMORY_BUDGET
+from equihash.io import (InputError, check_schema, code_type, gather_label_rows, partition_counts_schema,
+                         read_columns, read_ground_truth, read_schema, write_json, write_table)
 from equihash.progress import Progress, logger
 
 #: The key of the schema metadata of a partition-counts file that holds its scalars.
@@ -71,60 +70,117 @@ class PartitionCounts:
         return 2 ** self.prefix_bits
 
 
-def partition_rows(database, database_labels, index: InvertedIndex) -> tuple[np.ndarray, np.ndarray]:
-    """The codes (n, B) and labels (n, m) of the database positions that ``index`` (a
-    partition, or the whole index) holds, read batch by batch: memory grows with the
-    partition, not with the database."""
-    kind = code_type(index.nbytes)
-    if index.prefix_bits == 0:
-        return read_columns(database, {"code": kind})["code"], read_labels(database_labels)
-    shift, prefix = np.uint64(64 - index.prefix_bits), np.uint64(index.prefix)
-    codes, positions = [], []
-    for first, batch in database_batches(Path(database)):
-        kept = np.flatnonzero((code_keys(batch) >> shift) == prefix)
-        codes.append(batch[kept])
-        positions.append(kept + first)
-    positions = np.concatenate(positions) if positions else np.empty(0, dtype=np.int64)
-    labels = []
-    with pq.ParquetFile(database_labels, pre_buffer=False) as reader:
-        first = 0
-        for batch in reader.iter_batches(columns=["labels"]):
-            rows = column_to_numpy(batch.column("labels"), path=database_labels, name="labels")
-            lo, hi = np.searchsorted(positions, [first, first + len(rows)])
-            labels.append(rows[positions[lo:hi] - first])
-            first += len(rows)
-    codes = np.concatenate(codes) if codes else np.empty((0, index.nbytes), dtype=np.uint8)
-    return codes, np.concatenate(labels) if labels else np.empty((0, 1), dtype=np.uint32)
+#: Working bytes per member position in :func:`posting_collisions` (its position, its list,
+#: its labels and the sorts of ``internal_collisions``).
+MEMBER_BYTES = 96
+#: Posting lists read at a time from the (memory-mapped) offsets of an index.
+LIST_CHUNK = 1 << 22
+#: Queries looked up (or multi-probed) at a time by :func:`evaluate_partition`.
+QUERY_BLOCK = 1 << 18
+#: The most key bits that split the members of :func:`posting_collisions` into rounds.
+MAX_ROUND_BITS = 16
 
 
-def evaluate_partition(index: InvertedIndex, *, database, database_labels, ground_truth, positive: dict,
-                       negative: dict, lookups, bar: Progress | None = None) -> PartitionCounts:
+def _list_members(index: InvertedIndex, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of the posting lists [lo, hi) of ``index`` that hold >= 2 positions
+    (the members), and the list of each (its index in ``index.keys``), read LIST_CHUNK
+    lists at a time."""
+    members, lists = [], []
+    for first in range(lo, hi, LIST_CHUNK):
+        offsets = np.asarray(index.offsets[first:min(hi, first + LIST_CHUNK) + 1], dtype=np.int64)
+        sizes = np.diff(offsets)
+        shared = np.flatnonzero(sizes >= 2)
+        if not shared.size:
+            continue
+        lengths = sizes[shared]
+        starts = np.repeat(offsets[shared] - (np.cumsum(lengths) - lengths), lengths)
+        members.append(index.positions[starts + np.arange(int(lengths.sum()))].astype(np.int64))
+        lists.append(np.repeat(shared + first, lengths).astype("<u8"))
+    if not members:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype="<u8")
+    return np.concatenate(members), np.concatenate(lists)
+
+
+def posting_collisions(index: InvertedIndex, database_labels, *, memory_budget: int) -> int:
+    """The internal collisions (docs/method.md section 9) among the positions ``index`` (a
+    partition, or the whole index) holds, from its posting lists.
+
+    A posting list holds the positions of one fingerprint, so only the positions of lists
+    of two or more (the *members*) can collide, and only their labels are read, from
+    ``database_labels`` (the row groups that hold one). Members are counted first; when
+    more than ``memory_budget`` / MEMBER_BYTES of them, they are taken in 2**r rounds by the
+    next r bits of the key (keys are uniform, so the rounds hold about equal shares), one
+    pass over their label rows each. The posting lists are read LIST_CHUNK at a time from
+    the index's memory-mapped arrays, so memory follows the budget, not the index size;
+    only a single list larger than the budget takes a round beyond it. Equal to
+    ``internal_collisions`` of the positions' codes and labels."""
+    n_lists = index.n_unique
+    members = 0
+    for first in range(0, n_lists, LIST_CHUNK):
+        sizes = np.diff(np.asarray(index.offsets[first:min(n_lists, first + LIST_CHUNK) + 1], dtype=np.int64))
+        members += int(sizes[sizes >= 2].sum())
+    if members == 0:
+        return 0
+    rounds = -(-members // max(1, memory_budget // MEMBER_BYTES))
+    bits = min((rounds - 1).bit_length(), MAX_ROUND_BITS, 64 - index.prefix_bits)
+    base, step = index.prefix << (64 - index.prefix_bits), 1 << (64 - index.prefix_bits - bits)
+    bounds = [0] + [int(np.searchsorted(index.keys, np.uint64(base + r * step))) for r in range(1, 2**bits)] + [n_lists]
+    collisions = 0
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        positions, lists = _list_members(index, lo, hi)
+        if positions.size:
+            labels = gather_label_rows(database_labels, positions)
+            collisions += internal_collisions(lists.view(np.uint8).reshape(-1, 8), labels)
+    return collisions
+
+
+def _ground_truth_rows(ground_truth, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Queries [lo, hi) of a ground-truth CSR."""
+    offsets, positions = ground_truth
+    return offsets[lo:hi + 1] - offsets[lo], positions[offsets[lo]:offsets[hi]]
+
+
+def evaluate_partition(index: InvertedIndex, *, database_labels, ground_truth, positive: dict, negative: dict,
+                       lookups, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                       bar: Progress | None = None) -> PartitionCounts:
     """:class:`PartitionCounts` of ``index`` (a partition or the whole index): ``positive`` and
     ``negative`` hold the query codes (``code``) and logits (``logits``), ``ground_truth``
     the CSR of the positive queries' database positions. Lookups of codes of other
-    partitions find nothing here, so each query counts only this partition's positions."""
+    partitions find nothing here, so each query counts only this partition's positions.
+
+    Memory: the internal collisions follow ``memory_budget`` (:func:`posting_collisions`),
+    the queries are looked up QUERY_BLOCK at a time, and the index stays memory-mapped, so
+    at a fixed number of queries what the job holds does not grow with the database."""
     lookups = tuple(int(L) for L in lookups)
 
     def stage(name):
         return bar.stage(name) if bar is not None else nullcontext()
 
+    def retrieved(queries, L, lo, hi):
+        if L == 1:
+            return index.lookup(queries["code"][lo:hi])
+        return index.multiprobe(queries["logits"][lo:hi], L)
+
     with stage("internal collisions"):
-        codes, labels = partition_rows(database, database_labels, index)
-        collisions = internal_collisions(codes, labels)
-        del codes, labels
+        collisions = posting_collisions(index, database_labels, memory_budget=memory_budget)
     logger.info("internal collisions: %d among %d positions", collisions, index.size)
     rows = {"positive_retrieved": [], "positive_common": [], "negative_retrieved": []}
+    n_positive, n_negative = len(positive["code"]), len(negative["code"])
     for L in lookups:
         with stage("exact lookups" if L == 1 else f"multi-probing with {L} lookups"):
-            if L == 1:
-                found, found_negative = index.lookup(positive["code"]), index.lookup(negative["code"])
-            else:
-                found, found_negative = index.multiprobe(positive["logits"], L), index.multiprobe(negative["logits"], L)
-            retrieved, common = retrieval_counts(found, ground_truth)
-            rows["positive_retrieved"].append(retrieved)
-            rows["positive_common"].append(common)
-            rows["negative_retrieved"].append(np.diff(found_negative[0]).astype(np.int64))
-            del found, found_negative
+            sizes, common, negative_sizes = [], [], []
+            for lo in range(0, n_positive, QUERY_BLOCK):
+                hi = min(n_positive, lo + QUERY_BLOCK)
+                block_sizes, block_common = retrieval_counts(retrieved(positive, L, lo, hi),
+                                                             _ground_truth_rows(ground_truth, lo, hi))
+                sizes.append(block_sizes)
+                common.append(block_common)
+            for lo in range(0, n_negative, QUERY_BLOCK):
+                negative_sizes.append(np.diff(retrieved(negative, L, lo, min(n_negative, lo + QUERY_BLOCK))[0]))
+            empty = np.empty(0, dtype=np.int64)
+            rows["positive_retrieved"].append(np.concatenate([empty, *sizes]))
+            rows["positive_common"].append(np.concatenate([empty, *common]))
+            rows["negative_retrieved"].append(np.concatenate([empty, *negative_sizes]).astype(np.int64))
     return PartitionCounts(prefix_bits=index.prefix_bits, prefix=index.prefix, database_size=index.database_size,
                            size=index.size, nbits=8 * index.nbytes, internal_collisions=int(collisions),
                            lookups=lookups, **{key: np.stack(value) for key, value in rows.items()})
@@ -224,7 +280,8 @@ def _triplet_metrics(triplets, nbits: int) -> dict:
 
 def evaluate_run(*, index_dir, database_labels, positive_labels, database, positive_queries,
                  negative_queries, triplets, lookups, names: dict, out_path,
-                 provenance: dict | None = None, negative_labels=None) -> dict:
+                 provenance: dict | None = None, negative_labels=None,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> dict:
     """Compute every figure of docs/method.md section 9 and the multi-probe list; write metrics.json atomically.
 
     ``index_dir`` is a whole or a partitioned index; its partitions are evaluated one after
@@ -233,7 +290,8 @@ def evaluate_run(*, index_dir, database_labels, positive_labels, database, posit
     it the code version is recorded and the config hash and shard count are null.
     Before any work the inputs are checked to belong together (:func:`check_run_inputs`;
     ``negative_labels``, the labels file of the negative queries, is optional and only
-    counted), and InputError names the two files that disagree.
+    counted), and InputError names the two files that disagree. ``memory_budget``: bytes
+    for the internal collisions of each partition (:func:`posting_collisions`).
     """
     index = read_index(index_dir)
     nbits = 8 * index.nbytes
@@ -245,9 +303,9 @@ def evaluate_run(*, index_dir, database_labels, positive_labels, database, posit
     # One bar over the stages; each stage's duration is logged as it ends.
     stages = len(parts) * (1 + len(lookups)) + 1
     with Progress(stages, "evaluate " + "/".join(str(value) for value in names.values()), unit="stage") as bar:
-        counts = [evaluate_partition(part, database=database, database_labels=database_labels,
-                                     ground_truth=ground_truth, positive=positive, negative=negative,
-                                     lookups=lookups, bar=bar) for part in parts]
+        counts = [evaluate_partition(part, database_labels=database_labels, ground_truth=ground_truth,
+                                     positive=positive, negative=negative, lookups=lookups,
+                                     memory_budget=memory_budget, bar=bar) for part in parts]
         with bar.stage("binary metrics"):
             binary = _triplet_metrics(triplets, nbits)
     document = combine_partitions(counts, truth_sizes=np.diff(ground_truth[0]), binary=binary, names=names)
@@ -258,10 +316,12 @@ def evaluate_run(*, index_dir, database_labels, positive_labels, database, posit
 
 def evaluate_partition_files(*, index_dir, database_labels, positive_labels, database, positive_queries,
                              negative_queries, lookups, out_path, negative_labels=None,
+                             memory_budget: int = DEFAULT_MEMORY_BUDGET,
                              threads: int | None = None) -> PartitionCounts:
     """One job of a run's evaluation: the :class:`PartitionCounts` of the index partition at
     ``index_dir`` (``v-of-P`` of the index's folder), written to ``out_path``; its lookups
-    run on ``threads`` threads (default: every core)."""
+    run on ``threads`` threads (default: every core), its internal collisions within
+    ``memory_budget`` bytes (:func:`evaluate_partition`)."""
     index = read_index(index_dir, threads=threads)
     if not isinstance(index, InvertedIndex):
         raise InputError(f"{index_dir}: a partitioned index; expected one partition of it (its folder v-of-P)")
@@ -271,9 +331,10 @@ def evaluate_partition_files(*, index_dir, database_labels, positive_labels, dat
     nbits = 8 * index.nbytes
     with Progress(1 + len(lookups), f"evaluate partition {index.prefix} of {2 ** index.prefix_bits}",
                   unit="stage") as bar:
-        counts = evaluate_partition(index, database=database, database_labels=database_labels,
-                                    ground_truth=ground_truth, positive=_queries(positive_queries, nbits),
-                                    negative=_queries(negative_queries, nbits), lookups=lookups, bar=bar)
+        counts = evaluate_partition(index, database_labels=database_labels, ground_truth=ground_truth,
+                                    positive=_queries(positive_queries, nbits),
+                                    negative=_queries(negative_queries, nbits), lookups=lookups,
+                                    memory_budget=memory_budget, bar=bar)
     write_partition_counts(counts, out_path)
     return counts
 

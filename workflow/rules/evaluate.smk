@@ -15,6 +15,7 @@ rule evaluate_partition:
         PARTITION_COUNTS,
     params:
         lookups=config["evaluate"]["multiprobe_lookups"],
+        memory_mb=config["index"]["memory_mb"],
     threads: job_threads("cpu")
     resources:
         **job_resources("cpu", mem_mb=config["index"]["memory_mb"]),  # bounded per partition (docs/scale.md)
