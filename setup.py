@@ -24,6 +24,7 @@ setup(
     version="0.1.0",
     description="Learning deep equihash functions: a reproducible Snakemake pipeline",
     packages=find_packages(include=["equihash", "equihash.*"]),
+    package_data={"equihash": ["pretrained/*.tar"]},  # the built-in models (pretrained: builtin:NAME)
     ext_modules=cythonize(extensions, language_level=3),
     python_requires=">=3.10",
     install_requires=[

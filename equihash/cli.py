@@ -340,6 +340,13 @@ def run_search(args) -> None:
     from equihash.search import RunSearch, encode_images, read_mosaic_png
     from equihash.tasks import open_mosaic
 
+    if args.run_name is not None:
+        resolve_run_paths(args)
+    missing = [flag for flag, value in (("--index-dir", args.index_dir), ("--labels-dir", args.labels_dir),
+                                        ("--fingerprints-dir", args.fingerprints_dir), ("--bank", args.bank))
+               if value is None]
+    if missing:
+        raise InputError(f"search: expected --run TASK/MODEL/VARIANT/DB, or {', '.join(missing)}")
     if (args.query_id is None) == (args.image is None):
         raise InputError("search: expected exactly one of --query-id and --image")
     if args.image is not None and args.model is None:
@@ -373,6 +380,72 @@ def run_search(args) -> None:
     print(f"picture: {args.out_png}")
 
 
+def resolve_run_paths(args) -> None:
+    """``search --run``: every file of the run from the configuration (``--config``, merged on
+    config/config.yaml) and its results folder: the index, labels, fingerprints, model, bank,
+    Perlin file, database split and seed, and noise."""
+    from equihash.config import load_config
+    from equihash.layout import Run, RunFiles, bank_location, perlin_file
+
+    config = load_config(args.config or ())
+    run = Run.parse(args.run_name, "--run")
+    block = config["tasks"].get(run.task)
+    if block is None or run.database not in block["databases"]:
+        raise InputError(f"--run {run.name}: the configuration has no database '{run.database}' of task "
+                         f"'{run.task}' (tasks.{run.task}.databases)")
+    files = RunFiles(config["results"], run)
+    args.index_dir, args.labels_dir = files.index, files.folder("labels")
+    args.fingerprints_dir, args.task = files.folder("fingerprints"), run.task
+    args.bank = bank_location(config, run.task)
+    args.perlin = perlin_file(config) if get_task(run.task).perlin else None
+    database = block["databases"][run.database]
+    args.split, args.seed = database["split"], database["seed"]
+    args.noise_sigma = block.get("noise_sigma", args.noise_sigma)
+    if args.model is None:
+        args.model = files.model if files.model.is_file() else None
+    if not (files.index / "partitions.json").is_file():
+        raise InputError(f"--run {run.name}: {files.index / 'partitions.json'} not found; build the run first "
+                         f"(snakemake --cores all {files.metrics}) or import its bundle (equihash bundle import)")
+
+
+def run_bundle_export(args) -> None:
+    """Write one archive of a run: model.pt, its evaluation log, metrics.json and the run's configuration, with checksums."""
+    from equihash.bundle import export_bundle
+    from equihash.config import load_config
+    from equihash.layout import Run, RunFiles
+
+    config = load_config(args.config or ())
+    files = RunFiles(args.results or config["results"], Run.parse(args.run_name, "RUN"),
+                     partitions=config["index"]["partitions"], nb_shards=config["encode"]["nb_shards"])
+    manifest = export_bundle(files, args.out, contents=args.contents)
+    size = sum(entry["bytes"] for entry in manifest["files"])
+    print(f"{args.out}: {len(manifest['files'])} files of {files.run.name} ({size / 1e6:.1f} MB), contents "
+          f"{args.contents}")
+
+
+def run_bundle_import(args) -> None:
+    """Check a run bundle (every checksum, its format version) and place its files under the results folder."""
+    from equihash.bundle import import_bundle
+    from equihash.config import bank_request, load_config
+    from equihash.layout import Run, bank_location
+    from equihash.tasks import prepare_bank
+
+    config = load_config(args.config or ())
+    results = args.results or config["results"]
+
+    def prepare_the_bank(manifest):  # the imported files must be newer than the bank they were made from
+        task = Run.parse(manifest["run"]).task
+        if task not in config["tasks"]:
+            return
+        bank, record = config["tasks"][task]["bank"], get_task(task).bank
+        location = bank_location({**config, "results": results}, task)
+        if bank["source"] not in record.in_place and not all(Path(p).exists() for p in record.paths(location)):
+            prepare_bank(task, location, **bank_request(bank))
+
+    manifest = import_bundle(args.bundle, results, before_placing=prepare_the_bank)
+    print(f"{args.bundle}: {len(manifest['files'])} files of {manifest['run']} checked and placed under {results}")
+
+
 def run_report(args) -> None:
     """Write one self-contained HTML report (tables and figures) of the finished runs under a results folder.
 
@@ -385,13 +458,7 @@ def run_report(args) -> None:
 
     results = Path(args.results)
     if args.runs:
-        runs = []
-        for text in args.runs:
-            parts = text.split("/")
-            if len(parts) != 4 or not all(parts):
-                raise InputError(f"--run '{text}': expected TASK/MODEL/VARIANT/DATABASE, e.g. "
-                                 "MnistMosaic/ShannonHamming/main/default")
-            runs.append(Run(*parts))
+        runs = [Run.parse(text) for text in args.runs]
     elif args.config:
         import yaml
 
@@ -427,6 +494,8 @@ SEED = arg("--seed", type=count, default=DEFAULT_DATABASE["seed"],
            help="database seed: keys every label and noise draw (default: %(default)s)")
 DEVICE = arg("--device", choices=("cpu", "cuda", "auto"), default=DEFAULT_DEVICE,
              help="where the network runs, config encode.device (default: %(default)s)")
+CONFIG_FILES = arg("--config", action="append", metavar="CONFIG.yaml", help="configuration merged on top of "
+                   "config/config.yaml, as snakemake --configfile (repeatable)")
 MODEL_FILE = arg("--model", required=True, metavar="MODEL_PT", help="trained model file (model.pt, written by train)")
 
 
@@ -435,6 +504,7 @@ class Command:
     run: Callable
     arguments: list = field(default_factory=list)
     uses_torch: bool = False  # adds --threads
+    subcommands: dict = field(default_factory=dict)  # equihash NAME SUBCOMMAND ...; run: the first's
 
 
 COMMANDS: dict[str, Command] = {
@@ -546,11 +616,15 @@ COMMANDS: dict[str, Command] = {
     "search": Command(run_search, [
         arg("out_png", metavar="OUT_PNG", help="picture to write: the query, its ground truth and the retrieved "
             "instances (relevant framed green, irrelevant red)"),
-        arg("--index-dir", required=True, metavar="DIR", help="index folder (written by index)"),
-        arg("--labels-dir", required=True, metavar="DIR", help="labels folder (written by labels)"),
-        arg("--fingerprints-dir", required=True, metavar="DIR",
+        arg("--run", dest="run_name", metavar="TASK/MODEL/VARIANT/DB", help="search this run of the workflow: its index, "
+            "labels, fingerprints, model, bank, split, seed and noise from the configuration (--config) and its "
+            "results folder, instead of the five options below"),
+        CONFIG_FILES,
+        arg("--index-dir", metavar="DIR", help="index folder (written by index)"),
+        arg("--labels-dir", metavar="DIR", help="labels folder (written by labels)"),
+        arg("--fingerprints-dir", metavar="DIR",
             help="folder holding positive_queries.parquet and negative_queries.parquet (encode-queries)"),
-        BANK, PERLIN, SPLIT, SEED, TASK,
+        arg(*BANK[0], **{**BANK[1], "required": False}), PERLIN, SPLIT, SEED, TASK,
         arg("--query-id", type=count, metavar="I", help="query by id: row I of the run's positive queries"),
         arg("--negative", action="store_true", help="with --query-id: a row of the negative queries instead"),
         arg("--image", metavar="PNG", help="query by image: a PNG mosaic of the task, 56x56 grayscale of four "
@@ -569,6 +643,24 @@ COMMANDS: dict[str, Command] = {
         arg("--list", type=count, default=100, metavar="N", help="retrieved positions printed, at most "
             "(default: %(default)s)"),
     ], uses_torch=True),
+    "bundle": Command(run_bundle_export, subcommands={
+        "export": Command(run_bundle_export, [
+            arg("run_name", metavar="RUN", help="the run, TASK/MODEL/VARIANT/DB (e.g. MnistMosaic/ShannonHamming/main/default)"),
+            arg("out", metavar="OUT", help="bundle to write (a .tar archive)"),
+            arg("--contents", choices=("model", "search", "run"), default="model",
+                help="model: model.pt, eval_log.parquet, training_curves.png, metrics.json, run_config.json; "
+                     "search: also the labels, query fingerprints and index (what search --run reads); run: every "
+                     "file of the run, so that snakemake sees it up to date after import (default: %(default)s)"),
+            CONFIG_FILES,
+            arg("--results", metavar="DIR", help="results folder (default: the configuration's results)"),
+        ]),
+        "import": Command(run_bundle_import, [
+            arg("bundle", metavar="BUNDLE", help="bundle to check and import (written by bundle export)"),
+            CONFIG_FILES,
+            arg("--results", metavar="DIR", help="results folder to place the run in (default: the "
+                "configuration's results)"),
+        ]),
+    }),
     "report": Command(run_report, [
         arg("out_html", metavar="OUT_HTML", help="report to write: one HTML file with its figures embedded"),
         arg("--results", default="results", metavar="DIR", help="the results folder of the runs "
@@ -598,14 +690,23 @@ def build_parser() -> argparse.ArgumentParser:
         "(those of config/config.yaml). Exit status 2: bad input or command line.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, command in COMMANDS.items():
-        summary = command.run.__doc__.splitlines()[0].rstrip(".")
+    def add(subparsers, name: str, command: Command, summary: str | None = None):
+        summary = summary or command.run.__doc__.splitlines()[0].rstrip(".")
         parents = [common, torch_options] if command.uses_torch else [common]
-        sub = commands.add_parser(name, parents=parents, help=summary[0].lower() + summary[1:],
-                                  description=summary + ".")
+        sub = subparsers.add_parser(name, parents=[] if command.subcommands else parents,
+                                    help=summary[0].lower() + summary[1:], description=summary + ".")
+        if command.subcommands:
+            nested = sub.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+            for child_name, child in command.subcommands.items():
+                add(nested, child_name, child)
+            return
         for flags, options in command.arguments:
             sub.add_argument(*flags, **options)
         sub.set_defaults(run=command.run)
+
+    for name, command in COMMANDS.items():
+        add(commands, name, command,
+            "Run bundles: export a run to one archive, import one" if command.subcommands else None)
     return parser
 
 

@@ -33,6 +33,22 @@ def default_config() -> dict:
     return config
 
 
+def load_config(configfiles=()) -> dict:
+    """The configuration ``snakemake --configfile F ...`` runs with: config/config.yaml with
+    each file merged on top, key by key, as Snakemake merges them, then checked
+    (:func:`check_config`; it loads the run's task modules)."""
+    from snakemake.utils import update_config
+
+    config = default_config()
+    for path in configfiles:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: configuration file not found")
+        update_config(config, yaml.safe_load(path.read_text()) or {})
+    check_config(config)
+    return config
+
+
 def load_schema() -> dict:
     """``config/schema.yaml`` completed from the task registry (``equihash.tasks``): ``run_tasks``
     names registered tasks, and each block ``tasks.<name>`` is validated by the ``$defs``

@@ -191,31 +191,42 @@ OPTIONS = {
     "evaluate": ["OUT_JSON", "--index-dir", "--labels-dir", "--fingerprints-dir", "--lookups", "--task",
                  "--model", "--variant", "--database"],
     "report": ["OUT_HTML", "--results", "--config", "--run"],
-    "search": ["OUT_PNG", "--index-dir", "--labels-dir", "--fingerprints-dir", "--bank", "--perlin", "--split", "--seed",
+    "bundle export": ["RUN", "OUT", "--contents", "--config", "--results"],
+    "bundle import": ["BUNDLE", "--config", "--results"],
+    "search": ["OUT_PNG", "--run", "--config", "--index-dir", "--labels-dir", "--fingerprints-dir", "--bank", "--perlin", "--split", "--seed",
                "--task", "--query-id", "--negative", "--image", "--label", "--model", "--noise-sigma", "--lookups",
                "--show", "--list", "--threads"],
 }
 
 
+def command_of(name: str):
+    """The Command of ``name`` ("bundle export": a subcommand of bundle)."""
+    first, *rest = name.split()
+    return COMMANDS[first].subcommands[rest[0]] if rest else COMMANDS[first]
+
+
 def test_top_level_help_lists_every_subcommand(capsys):
-    assert set(COMMANDS) == set(OPTIONS)
+    assert {f"{name} {child}" if command.subcommands else name for name, command in COMMANDS.items()
+            for child in (command.subcommands or [None])} == set(OPTIONS)
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in OPTIONS)
+    assert all(name.split()[0] in out for name in OPTIONS)
 
 
 @pytest.mark.parametrize("command", sorted(OPTIONS))
 def test_help_of_every_subcommand_mentions_its_options(command, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     for option in OPTIONS[command] + ["--log", "--verbose"]:
         assert option in out, option
-    assert ("--threads" in out) == COMMANDS[command].uses_torch
-    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    assert ("--threads" in out) == command_of(command).uses_torch
+    sub = build_parser()
+    for name in command.split():
+        sub = sub._subparsers._group_actions[0].choices[name]
     assert all(action.help for action in sub._actions), "every option is documented"
 
 

@@ -304,6 +304,69 @@ def test_index_partitions_fan_out_and_give_byte_identical_metrics(run, tmp_path)
         assert len(counts) == partitions
 
 
+def test_an_imported_run_bundle_is_up_to_date_and_a_pretrained_model_gives_its_figures(run, tmp_path,
+                                                                                         restore_process_state):
+    """bundle export --contents run, then import into a fresh folder: the same bytes, and
+    snakemake plans nothing. A model block with pretrained: the bundle takes the model
+    from it (rule pretrained_model, no training) and gives the figures of the run that
+    trained it; one whose nbits differs fails naming the field."""
+    from equihash.cli import main
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(run[0], workdir, symlinks=True)
+    model_dir = Path("results") / "models" / RUN.rsplit("/", 1)[0]
+    metrics, curves = Path("results") / "metrics" / RUN / "metrics.json", model_dir / "training_curves.png"
+    snakemake(workdir, str(metrics), str(curves))  # up to date with the tiny config, whatever earlier tests changed
+    config = str(workdir / "config.yaml")
+    for contents in ("run", "model"):
+        assert main(["bundle", "export", RUN, str(tmp_path / f"{contents}.tar"), "--contents", contents,
+                     "--config", config, "--results", str(workdir / "results")]) == 0
+    imported = tmp_path / "imported"
+    assert main(["bundle", "import", str(tmp_path / "run.tar"), "--config", config,
+                 "--results", str(imported / "results")]) == 0
+    placed = [p for p in (imported / "results").rglob("*") if p.is_file() and "banks" not in p.parts]
+    assert len(placed) == 23  # 4 label files, 3 model files, 2 shards, 4 fingerprint files, 8 index, 3 metrics
+    for path in placed:
+        assert path.read_bytes() == (workdir / path.relative_to(imported)).read_bytes(), path
+    assert planned_jobs_for(imported, TINY, str(metrics), str(curves)) == {}
+
+    pretrained = with_changes(tasks__MnistMosaic__models__ShannonHamming__pretrained=str(tmp_path / "model.tar"))
+    fresh = tmp_path / "pretrained"
+    for folder in ("pretrained", "wrong", "missing"):
+        (tmp_path / folder).mkdir()
+    jobs = planned_jobs_for(fresh, pretrained, str(metrics))
+    assert jobs["pretrained_model"] == 1 and "train" not in jobs
+    snakemake(fresh, str(metrics), config=pretrained)
+    trained, reused = (json.loads((folder / metrics).read_text()) for folder in (workdir, fresh))
+    assert trained.pop("provenance")["config_sha256"] != reused.pop("provenance")["config_sha256"]
+    assert reused == trained
+    assert (fresh / model_dir / "model.pt").read_bytes() == (workdir / model_dir / "model.pt").read_bytes()
+
+    wrong = with_changes(tasks__MnistMosaic__nbits=32,
+                         tasks__MnistMosaic__models__ShannonHamming__pretrained=str(tmp_path / "model.tar"))
+    failed = snakemake(tmp_path / "wrong", str(metrics), config=wrong, check=False)
+    log = tmp_path / "wrong" / "results" / "logs" / "pretrained_model" / (RUN.rsplit("/", 1)[0] + ".log")
+    assert failed.returncode != 0 and "the model's 'nbits' is 64, the model block's run needs 32" in log.read_text()
+    assert not (tmp_path / "wrong" / model_dir / "model.pt").exists()
+
+    missing = with_changes(tasks__MnistMosaic__models__ShannonHamming__pretrained=str(tmp_path / "none.tar"))
+    failed = snakemake(tmp_path / "missing", str(metrics), "-n", config=missing, check=False)
+    assert failed.returncode != 0 and "none.tar" in failed.stdout + failed.stderr  # never trained instead
+
+
+def test_search_a_run_by_its_name(run, monkeypatch, restore_process_state, capsys):
+    from equihash.cli import main
+
+    workdir, _ = run
+    monkeypatch.chdir(workdir)
+    assert main(["search", "search-run.png", "--run", RUN, "--config", "config.yaml", "--query-id", "2"]) == 0
+    assert "positive query 2" in capsys.readouterr().out
+    assert (workdir / "search-run.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["search", "x.png", "--run", "MnistMosaic/ShannonHamming/main/nodb", "--config", "config.yaml",
+                 "--query-id", "2"]) == 2
+    assert "the configuration has no database 'nodb' of task 'MnistMosaic'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("change, message", [
     ({"tasks__MnistMosaic__nbits": 12}, "multiple of 8"),
     ({"tasks__MnistMosaic__bogus": 1}, "bogus"),

@@ -1,30 +1,12 @@
-"""Runs and where their artifacts live (equihash/io.py), for the report and the summary.
-
-A *run* is one (task, model, variant, database): one metrics.json. The paths below mirror
-the workflow's layout (``workflow/rules/common.smk``) so that the library finds a run's
-files without Snakemake.
-"""
+"""Runs for the report and the summary; where their artifacts live is ``equihash.layout``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 from equihash.io import InputError
-
-
-class Run(NamedTuple):
-    """One evaluated (task, model, variant, database); ``variant`` is ``main`` for a model's defaults."""
-
-    task: str
-    model: str
-    variant: str
-    database: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.task}/{self.model}/{self.variant}/{self.database}"
+from equihash.layout import Run, RunFiles
 
 
 @dataclass
@@ -45,19 +27,15 @@ class Ablation:
 
 
 def metrics_path(results, run: Run) -> Path:
-    return Path(results) / "metrics" / run.task / run.model / run.variant / run.database / "metrics.json"
-
-
-def model_dir(results, run: Run) -> Path:
-    return Path(results) / "models" / run.task / run.model / run.variant
+    return RunFiles(results, run).metrics
 
 
 def eval_log_path(results, run: Run) -> Path:
-    return model_dir(results, run) / "eval_log.parquet"
+    return RunFiles(results, run).eval_log
 
 
 def training_curves_path(results, run: Run) -> Path:
-    return model_dir(results, run) / "training_curves.png"
+    return RunFiles(results, run).training_curves
 
 
 def configured_runs(config: dict) -> list[Run]:

@@ -68,6 +68,9 @@ def eval_log_table(rows: list[dict]):
     import pandas as pd
     import pyarrow as pa
 
+    if not rows:  # a model that was not trained here (pretrained:) has no evaluations
+        return pa.table({c: pa.array([], type={"step": pa.int64(), "split": pa.string()}.get(c, pa.float64()))
+                         for c in EVAL_LOG_COLUMNS})
     frame = pd.DataFrame(rows)
     columns = [c for c in EVAL_LOG_COLUMNS if c in frame] + [c for c in frame if c not in EVAL_LOG_COLUMNS]
     table = pa.Table.from_pandas(frame[columns], preserve_index=False)

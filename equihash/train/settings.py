@@ -37,7 +37,12 @@ class TrainingSettings:
     @classmethod
     def from_block(cls, block: Mapping, where: str = "model block") -> "TrainingSettings":
         """The settings of a model block; InputError naming ``where`` and the keys when one
-        is missing or unknown (a perceptual hash's block is not a training's)."""
+        is missing or unknown (a perceptual hash's block is not a training's). ``pretrained``
+        is the workflow's (a block that names a model is not trained); null, it trains."""
+        if block.get("pretrained") is not None:
+            raise InputError(f"{where}: pretrained: {block['pretrained']} names the model to use; such a block "
+                             "is not trained (remove pretrained: to train it)")
+        block = {key: value for key, value in block.items() if key != "pretrained"}
         names = [field.name for field in dataclasses.fields(cls)]
         missing = [name for name in names if name not in block]
         unknown = sorted(set(block) - set(names))

@@ -3,8 +3,10 @@ from pathlib import Path
 
 import yaml
 
+from equihash.bundle import pretrained_path
 from equihash.config import bank_request, canonical, check_config, compared_models, load_schema, load_variants
 from equihash.nn.perceptual import HASH_BITS
+from equihash.layout import bank_location, perlin_file, template
 from equihash.report.runs import configured_runs
 from equihash.tasks import get_task, task_names
 from equihash.train.loop import MODEL_OBJECTIVES
@@ -52,6 +54,27 @@ def model_params(wildcards):
     return VARIANT_PARAMS[(wildcards.task, wildcards.model, wildcards.variant)]
 
 
+def pretrained_source(wildcards):
+    """The file a model block's `pretrained:` names (builtin:NAME: the one the package
+    ships), or, for a block without it, a name no rule makes: rule pretrained_model then
+    does not apply."""
+    source = model_params(wildcards).get("pretrained")
+    return str(pretrained_path(source)) if source else "(this model block has no pretrained:)"
+
+
+def untrained_guard(wildcards):
+    """Nothing for a model to train; for a block with `pretrained:`, a name no rule makes,
+    so that rule train never replaces a pretrained model (a missing file is then an error)."""
+    return ["(this model block is pretrained: it is not trained)"] if model_params(wildcards).get("pretrained") else []
+
+
+def pretrained_expectations(wildcards):
+    """What a pretrained model file must record to serve this run (equihash.bundle.install_pretrained)."""
+    tc = task_config(wildcards)
+    return {"task": wildcards.task, "model": wildcards.model, "nbits": tc["nbits"], "network": tc.get("network"),
+            **task_noise(wildcards)}
+
+
 # Model names the train rule builds, and the perceptual hashes (rule perceptual_model).
 LEARNED_MODELS = "|".join(MODEL_OBJECTIVES)
 PERCEPTUAL_HASHES = "|".join(HASH_BITS)
@@ -66,16 +89,18 @@ def database_config(wildcards):
     return config["tasks"][wildcards.task]["databases"][wildcards.db]
 
 
-BANKS = f"{R}/banks/{{task}}"  # a prepared bank: bank.hdf5, or one file per split (the task's BankFormat)
-PERLIN = f"{R}/perlin/perlin180x270.hdf5"
-LABELS = f"{R}/labels/{{task}}/{{db}}"
-MODEL = f"{R}/models/{{task}}/{{model}}/{{variant}}"
-FINGERPRINTS = f"{R}/fingerprints/{{task}}/{{model}}/{{variant}}/{{db}}"
-INDEX = f"{R}/index/{{task}}/{{model}}/{{variant}}/{{db}}"  # partitions.json and one folder per partition
+# The results layout (equihash/layout.py, the one the library reads too).
+BANKS = template(R, "banks")  # a prepared bank: bank.hdf5, or one file per split (the task's BankFormat)
+PERLIN = template(R, "perlin")
+LABELS = template(R, "labels")
+MODEL = template(R, "model")
+FINGERPRINTS = template(R, "fingerprints")
+INDEX = template(R, "index")  # partitions.json and one folder per partition
 INDEX_PARTITION = f"{INDEX}/{{part}}-of-{{nb_parts}}"
-PARTITION_COUNTS = f"{R}/metrics/{{task}}/{{model}}/{{variant}}/{{db}}/partitions/{{part}}-of-{{nb_parts}}.parquet"
-METRICS = f"{R}/metrics/{{task}}/{{model}}/{{variant}}/{{db}}/metrics.json"
-LOGS = f"{R}/logs"
+PARTITION_COUNTS = f"{template(R, 'metrics')}/partitions/{{part}}-of-{{nb_parts}}.parquet"
+METRICS = f"{template(R, 'metrics')}/metrics.json"
+RUN_CONFIG = f"{template(R, 'metrics')}/run_config.json"
+LOGS = template(R, "logs")
 
 
 def metrics_of(task, models, variants=("main",)):
@@ -112,27 +137,14 @@ def tasks_keeping_banks(single_file):
     return "|".join(name for name in task_names() if get_task(name).bank.single_file == single_file) or "^$"
 
 
-def bank_location(task):
-    """The bank a task's jobs read: the file, or the folder of split files, prepared under
-    {results}/banks/<task>, or the user's files themselves for a source read in place."""
-    bank, layout = config["tasks"][task]["bank"], get_task(task).bank
-    if bank["source"] in layout.in_place:
-        return bank["path"]
-    return layout.location(BANKS.format(task=task))
-
-
-def perlin_file():
-    return config["perlin"]["path"] or PERLIN
-
-
 def task_data(wildcards, input):
     """Where a task's data lie and how to read them: the keyword arguments bank, perlin and
     in_memory of equihash.tasks.open_mosaic. Its paths are the rule's inputs and
     in_memory changes no output, so it takes `input`: Snakemake then treats it as derived
     from the input files and leaves it out of the params it compares."""
-    data = {"bank": bank_location(wildcards.task), "in_memory": task_config(wildcards)["bank"].get("in_memory", False)}
+    data = {"bank": bank_location(config, wildcards.task), "in_memory": task_config(wildcards)["bank"].get("in_memory", False)}
     if get_task(wildcards.task).perlin:
-        data["perlin"] = perlin_file()
+        data["perlin"] = perlin_file(config)
     return data
 
 
@@ -150,12 +162,12 @@ def instance_keys(wildcards):
 
 def bank_files(wildcards):
     """The file(s) of a task's bank."""
-    return get_task(wildcards.task).bank.paths(bank_location(wildcards.task))
+    return get_task(wildcards.task).bank.paths(bank_location(config, wildcards.task))
 
 
 def task_data_files(wildcards):
     """The files behind task_data: the bank file(s) and the Perlin file of a task whose noise reads it."""
-    return bank_files(wildcards) + ([perlin_file()] if get_task(wildcards.task).perlin else [])
+    return bank_files(wildcards) + ([perlin_file(config)] if get_task(wildcards.task).perlin else [])
 
 
 def index_partitions(wildcards):

@@ -34,7 +34,8 @@ rule evaluate:
         positive_labels=f"{LABELS}/positive_queries.parquet",
         triplets=f"{FINGERPRINTS}/triplets.parquet",
     output:
-        METRICS,
+        metrics=METRICS,
+        run_config=RUN_CONFIG,  # what the provenance's config_sha256 hashes, for run bundles
     params:
         run_config=run_config,
         nb_shards=config["encode"]["nb_shards"],

@@ -11,7 +11,7 @@ rule labels:
         negative_pairs=f"{LABELS}/negative_pairs.parquet",
     params:
         database=database_config,
-        bank=lambda w, input: bank_location(w.task),  # the input files' location (derived: not compared)
+        bank=lambda w, input: bank_location(config, w.task),  # the input files' location (derived: not compared)
     resources:
         **job_resources("cpu"),
     conda:

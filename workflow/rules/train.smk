@@ -7,6 +7,7 @@ rule train:
         model=LEARNED_MODELS,
     input:
         data=task_data_files,
+        untrained=untrained_guard,
     output:
         model=f"{MODEL}/model.pt",
         eval_log=f"{MODEL}/eval_log.parquet",
@@ -65,3 +66,30 @@ rule plot_training:
         f"{LOGS}/plot_training/{{task}}/{{model}}/{{variant}}.log",
     script:
         "../scripts/plot_training.py"
+
+
+# A model block with `pretrained:` (a model.pt, a run bundle or builtin:NAME) takes its
+# model from there instead of training it: rule pretrained_model checks the model file
+# against the block and copies it; everything downstream runs as usual. The two rules make
+# the same files; each one's input names a file no rule makes where the other one applies.
+ruleorder: pretrained_model > train
+
+
+rule pretrained_model:
+    wildcard_constraints:
+        model=LEARNED_MODELS,
+    input:
+        pretrained_source,
+    output:
+        model=f"{MODEL}/model.pt",
+        eval_log=f"{MODEL}/eval_log.parquet",
+    params:
+        expected=pretrained_expectations,
+    resources:
+        **job_resources("small"),
+    conda:
+        ENV
+    log:
+        f"{LOGS}/pretrained_model/{{task}}/{{model}}/{{variant}}.log",
+    script:
+        "../scripts/pretrained_model.py"
