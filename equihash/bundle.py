@@ -142,6 +142,8 @@ def read_manifest(bundle) -> dict:
             if first is None or first.name != MANIFEST:
                 raise InputError(f"{bundle}: the first member must be {MANIFEST}; not an equihash bundle")
             manifest = json.loads(tar.extractfile(first).read())
+    except InputError:
+        raise
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
         raise InputError(f"{bundle}: not a readable bundle ({exc}); truncated, or not a bundle") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:

@@ -4,14 +4,16 @@ The workflow side (an imported run is up to date for snakemake; a run from a pre
 model gives the figures of the run that trained it) is in tests/test_workflow.py.
 """
 
+import io
 import json
 import tarfile
 
+import pyarrow.parquet as pq
 import pytest
 
 from equihash.bundle import (BUILTIN_MODELS, MANIFEST, export_bundle, import_bundle, install_pretrained,
                              model_summary, pretrained_path, read_manifest)
-from equihash.io import InputError
+from equihash.io import InputError, write_table
 from equihash.layout import Run, RunFiles
 from equihash.tasks import build_network
 from equihash.train.evaluation import eval_log_table
@@ -30,8 +32,6 @@ def results(tmp_path):
     files = RunFiles(tmp_path / "results", RUN)
     files.model.parent.mkdir(parents=True)
     save_model(build_network("MnistMosaic", 64), MODEL_CONFIG, files.model)
-    from equihash.io import write_table
-
     write_table(eval_log_table([{"step": 3, "split": "valid", "recall": 0.5}]), files.eval_log)
     files.training_curves.write_bytes(b"\x89PNG not really")
     files.metrics.parent.mkdir(parents=True)
@@ -67,8 +67,6 @@ def rewrite(bundle, out, change):
         for member in source:
             data = change(member.name, source.extractfile(member).read())
             member.size = len(data)
-            import io
-
             sink.addfile(member, io.BytesIO(data))
     return out
 
@@ -96,13 +94,9 @@ def test_a_tampered_truncated_or_newer_bundle_is_refused_naming_the_file(results
     with pytest.raises(InputError, match="newer.tar: manifest.json 'version' is 2; this equihash reads version 1"):
         read_manifest(rewrite(bundle, tmp_path / "newer.tar", newer))
 
-    def unlisted(name, data):
-        return data
-    extra = rewrite(bundle, tmp_path / "extra.tar", unlisted)
+    extra = rewrite(bundle, tmp_path / "extra.tar", lambda name, data: data)
     with tarfile.open(extra, "a") as tar:
         member = tarfile.TarInfo("models/MnistMosaic/ShannonHamming/main/evil.py")
-        import io
-
         member.size = 3
         tar.addfile(member, io.BytesIO(b"bad"))
     with pytest.raises(InputError, match="member 'models/MnistMosaic/ShannonHamming/main/evil.py' is not a file of"):
@@ -124,8 +118,6 @@ def test_install_pretrained_checks_each_field_and_takes_the_bundles_log(results,
     assert (out / "model.pt").read_bytes() == results.model.read_bytes()
     assert (out / "log.parquet").read_bytes() == results.eval_log.read_bytes()
     install_pretrained(results.model, expected=MODEL_CONFIG, model_path=out / "bare.pt", eval_log_path=out / "bare.parquet")
-    import pyarrow.parquet as pq
-
     assert pq.read_table(out / "bare.parquet").num_rows == 0  # a bare model file has no evaluations
     for key, value in (("nbits", 32), ("task", "OpenImagesMosaic"), ("network", {"depth": 18}),
                        ("noise_sigma", 0.3)):
@@ -151,3 +143,13 @@ def test_the_builtin_mnist_model_is_a_checked_bundle_under_5_mb(tmp_path):
     assert json.loads(placed.metrics.read_text())["equidict"]["recall"] > 0.2
     with pytest.raises(InputError, match="'builtin:nope' names no built-in model; expected one of builtin:mnist"):
         pretrained_path("builtin:nope")
+
+
+def test_a_file_that_is_not_a_bundle_is_named(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="notes.txt: not a readable bundle"):
+        read_manifest(tmp_path / "notes.txt")
+    with tarfile.open(tmp_path / "plain.tar", "w") as tar:
+        tar.add(tmp_path / "notes.txt", arcname="notes.txt")
+    with pytest.raises(InputError, match="plain.tar: the first member must be manifest.json; not an equihash bundle"):
+        read_manifest(tmp_path / "plain.tar")
