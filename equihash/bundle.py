@@ -85,8 +85,9 @@ def bundle_files(files: RunFiles, contents: str) -> tuple[list[Path], list[Path]
     and the folders among them (outputs that are folders: the index partitions)."""
     if contents not in CONTENTS:
         raise InputError(f"contents '{contents}': expected one of {', '.join(CONTENTS)}")
-    wanted = {"model": files.model_files(), "search": files.model_files() + files.search_files(),
-              "run": files.all_files()}[contents]
+    kept = {"model": files.model_files(), "search": files.model_files() + files.search_files(),
+            "run": files.all_files()}[contents]
+    wanted = [path for path in files.all_files() if path in kept]  # the workflow's order
     out, folders = [], []
     for path in wanted:
         if path.is_dir():
