@@ -78,6 +78,7 @@ def test_every_job_takes_partition_account_gpus_cpus_memory_and_time_from_the_co
                                        "low_seed1\t1\t0.005\nhigh_seed0\t0\t0.02\n")
     config = {**with_cluster(DISTINCT), "variants": str(tmp_path / "variants"),
               "index": {"partitions": 2, "memory_mb": 4321}}  # the memory of each partition's jobs
+    config["tasks"]["MnistMosaic"]["models"]["HashNet"] = {"pretrained": "builtin:mnist"}  # rule pretrained_model
     result = snakemake(tmp_path, "-n", "--forceall", "all", "compare", "ablations", config=config)
     jobs = job_resources(result.stdout + result.stderr)
     classes = job_classes()
