@@ -2,7 +2,8 @@
 
 Prints mosaics per second for generation alone (labels -> keyed noisy mosaics) and for
 generation + forward pass of the task's network (inference mode, channels-last), for
-several batch sizes, on ``--n`` database instances. Weights, bank images and (for a task
+several batch sizes, on ``--n`` database instances, and the forward pass's arithmetic rate
+in GFLOP/s at that speed beside the machine's float32 matmul peak (benchmarks/flops.py). Weights, bank images and (for a task
 whose noise reads the Perlin file) Perlin fields are random: speed does not depend on them;
 the noise and network settings are the task's in config/config.yaml.
 
@@ -23,6 +24,7 @@ from equihash.data.keyed import KeyedRandom
 from equihash.encode import Encoder
 from equihash.tasks import build_network, get_task, make_mosaic, task_names
 from equihash.train.loop import save_model
+from flops import pass_flops, peak_line
 
 
 def main():
@@ -53,9 +55,13 @@ def main():
         torch.manual_seed(0)
         net = build_network(args.task, 64, **model_config.get("network", {})).eval()
         save_model(net, {"task": args.task, "nbits": 64, **model_config}, model)
-        print(f"{args.n} {args.task} instances, {type(net).__name__} k=64, {args.threads} threads")
-        print("| batch size | generation (mosaics/s) | generation + forward (mosaics/s) |")
-        print("|---:|---:|---:|")
+        example = torch.from_numpy(mosaic.noisy(labels[:64], rng, ids[:64]))
+        flops_per_mosaic = pass_flops(net.to(memory_format=torch.channels_last), example, backward=False) / 64
+        print(f"{args.n} {args.task} instances, {type(net).__name__} k=64, {args.threads} threads, "
+              f"{flops_per_mosaic / 1e6:.1f} MFLOP per forward pass of one mosaic")
+        print(peak_line())
+        print("| batch size | generation (mosaics/s) | generation + forward (mosaics/s) | network GFLOP/s at that rate |")
+        print("|---:|---:|---:|---:|")
         for bs in args.batch_sizes:
             start = time.perf_counter()
             for lo in range(0, args.n, bs):
@@ -66,7 +72,7 @@ def main():
             start = time.perf_counter()
             encoder.logits(labels, rng, ids)
             encoding = args.n / (time.perf_counter() - start)
-            print(f"| {bs} | {generation:,.0f} | {encoding:,.0f} |")
+            print(f"| {bs} | {generation:,.0f} | {encoding:,.0f} | {encoding * flops_per_mosaic / 1e9:,.1f} |")
 
 
 if __name__ == "__main__":

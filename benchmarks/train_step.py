@@ -4,7 +4,9 @@ k = 64 bits, 8 batches x 256 rows per step (pairs: 4096 instances; JMLH: 2048), 
 C(64, 3) = 41664 bit triples for the Shannon term, MnistMosaicCNN, objective parameters
 from config/config.yaml. For each objective: the network's own forward and backward
 passes for the step's data (no objective), the whole step (data generation, forward,
-objective, backward, clipping, Adam) and their ratio (target <= 1.3); plus the Shannon
+objective, backward, clipping, Adam) and their ratio (target <= 1.3), and the network's
+arithmetic rate in GFLOP/s (its counted FLOPs over the network time and over the whole
+step) beside the machine's float32 matmul peak (benchmarks/flops.py); plus the Shannon
 gradient alone (target < 1 s) and the thesis' recomputed forward pass. The thesis code
 takes about 35 s per ShannonHamming step and 8 s per HashNet step on the same machine.
 
@@ -23,6 +25,7 @@ import yaml
 from equihash.data.mosaic import MnistMosaic
 from equihash.train.loop import OBJECTIVES, Trainer
 from equihash.train.shannon import shannon_gradient
+from flops import pass_flops, peak_line
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 
@@ -67,8 +70,10 @@ def main():
 
     print(f"training step, k=64, {args.batches} x {args.batch_size} rows, {torch.get_num_threads()} threads; "
           f"seconds (median of {args.steps})")
-    print("| objective | instances | data generation | network forward + backward | whole step | ratio |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(peak_line())
+    print("| objective | instances | data generation | network forward + backward | whole step | ratio "
+          "| network GFLOP/s | whole step GFLOP/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = [(model, {}) for model in args.objectives]
     if "ShannonHamming" in args.objectives:
         rows.append(("ShannonHamming", {"recompute_forward": True}))
@@ -76,14 +81,15 @@ def main():
         trainer = trainer_for(model, args, **changes)
         instances, _ = trainer.step_data(0)
         batches = instances.split(args.batch_size)
-        network_passes(trainer, batches)
+        flops = sum(pass_flops(trainer.net, batch, backward=True) for batch in batches)
         network = timed(lambda: network_passes(trainer, batches), args.steps)
         generation = timed(lambda: trainer.step_data(0), args.steps)
         trainer.train_step()
         step = timed(trainer.train_step, args.steps)
         name = model + (" (recompute_forward, the thesis' two passes)" if changes else "")
         n = instances.shape[0] * (instances.shape[1] if instances.dim() == 4 else 1)
-        print(f"| {name} | {n} | {generation:.3f} | {network:.3f} | {step:.3f} | {step / network:.2f} |")
+        print(f"| {name} | {n} | {generation:.3f} | {network:.3f} | {step:.3f} | {step / network:.2f} "
+              f"| {flops / network / 1e9:,.0f} | {flops / step / 1e9:,.0f} |")
     print(f"\nShannon gradient alone ({z.shape[0]} instances, C(64,3) = 41664 triples): {shannon:.3f} s")
 
 
