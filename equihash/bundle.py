@@ -19,7 +19,9 @@ their paths relative to the results folder (``equihash.layout``):
 checking the manifest's format and version and every file's size and sha256 (a member
 missing, unlisted, truncated or changed is an InputError naming it), and only then moves
 the files into place, in the manifest's order with increasing modification times, so that
-each output is newer than what the workflow made it from.
+each output is newer than what the workflow made it from. The checksums catch a changed,
+lost or added byte, not a forger who rewrites the manifest to match (bundles carry no
+signature: take them from sources you trust, as with any model file).
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ def read_manifest(bundle) -> dict:
             int(entry["bytes"]), str(entry["sha256"])
         for folder in manifest["folders"]:
             _safe(folder, bundle)
+    except InputError:
+        raise
     except (KeyError, TypeError, ValueError):
         raise InputError(f"{bundle}: {MANIFEST} must hold 'run', 'files' [{{path, bytes, sha256}}, ...] and "
                          "'folders'") from None
@@ -167,7 +171,8 @@ def read_manifest(bundle) -> dict:
 
 def extract_bundle(bundle, folder) -> dict:
     """Every file of a bundle under ``folder`` (its paths kept), each checked against the
-    manifest; return the manifest. Nothing is kept of a bundle that fails a check."""
+    manifest; return the manifest. On a failed check ``folder`` holds what was read before
+    it: the callers extract into a temporary folder and remove it."""
     bundle, folder = Path(bundle), Path(folder)
     manifest = read_manifest(bundle)
     expected = {entry["path"]: entry for entry in manifest["files"]}
