@@ -328,15 +328,21 @@ def read_labels(path, m: int | None = None, column: str = "labels") -> np.ndarra
     return read_columns(path, {column: labels_type(m)})[column]
 
 
+def _labels_column_type(reader: pq.ParquetFile, path, column: str) -> pa.DataType:
+    """The type of a labels column of an open Parquet file, checked: fixed_size_list<uint32>."""
+    kind = reader.schema_arrow.field(column).type if column in reader.schema_arrow.names else None
+    if kind is None or not pa.types.is_fixed_size_list(kind) or kind.value_type != pa.uint32():
+        raise InputError(f"{path}: column '{column}' must be fixed_size_list<uint32>, got {kind}")
+    return kind
+
+
 def read_label_rows(path, start: int, stop: int, column: str = "labels") -> np.ndarray:
     """Rows [start, stop) of a labels column, reading only the row groups that hold them."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
     reader = pq.ParquetFile(path)
-    kind = reader.schema_arrow.field(column).type if column in reader.schema_arrow.names else None
-    if kind is None or not pa.types.is_fixed_size_list(kind) or kind.value_type != pa.uint32():
-        raise InputError(f"{path}: column '{column}' must be fixed_size_list<uint32>, got {kind}")
+    kind = _labels_column_type(reader, path, column)
     n = reader.metadata.num_rows
     if not 0 <= start <= stop <= n:
         raise InputError(f"{path}: rows [{start}, {stop}) requested, the file has {n} rows")
@@ -363,9 +369,7 @@ def gather_label_rows(path, positions, column: str = "labels", batch_rows: int =
         raise InputError(f"{path}: file not found")
     positions = np.asarray(positions, dtype=np.int64)
     with pq.ParquetFile(path, pre_buffer=False) as reader:
-        kind = reader.schema_arrow.field(column).type if column in reader.schema_arrow.names else None
-        if kind is None or not pa.types.is_fixed_size_list(kind) or kind.value_type != pa.uint32():
-            raise InputError(f"{path}: column '{column}' must be fixed_size_list<uint32>, got {kind}")
+        kind = _labels_column_type(reader, path, column)
         n = reader.metadata.num_rows
         out = np.empty((positions.size, kind.list_size), dtype=np.uint32)
         if positions.size and (int(positions.min()) < 0 or int(positions.max()) >= n):

@@ -123,12 +123,16 @@ class RunFiles:
     def database(self) -> Path:
         return self.folder("fingerprints") / "database.parquet"
 
+    def _partition_names(self) -> list[str]:
+        from equihash.index.format import partition_name
+
+        return [partition_name(v, self.partitions) for v in range(self.partitions)]
+
     def index_partitions(self) -> list[Path]:
-        return [self.index / f"{v}-of-{self.partitions}" for v in range(self.partitions)]
+        return [self.index / name for name in self._partition_names()]
 
     def partition_counts(self) -> list[Path]:
-        return [self.folder("metrics") / "partitions" / f"{v}-of-{self.partitions}.parquet"
-                for v in range(self.partitions)]
+        return [self.folder("metrics") / "partitions" / f"{name}.parquet" for name in self._partition_names()]
 
     def model_files(self) -> list[Path]:
         """What training writes, and the run's figures: what a model bundle holds."""

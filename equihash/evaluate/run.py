@@ -180,7 +180,7 @@ def evaluate_partition(index: InvertedIndex, *, database_labels, ground_truth, p
             empty = np.empty(0, dtype=np.int64)
             rows["positive_retrieved"].append(np.concatenate([empty, *sizes]))
             rows["positive_common"].append(np.concatenate([empty, *common]))
-            rows["negative_retrieved"].append(np.concatenate([empty, *negative_sizes]).astype(np.int64))
+            rows["negative_retrieved"].append(np.concatenate([empty, *negative_sizes]))
     return PartitionCounts(prefix_bits=index.prefix_bits, prefix=index.prefix, database_size=index.database_size,
                            size=index.size, nbits=8 * index.nbytes, internal_collisions=int(collisions),
                            lookups=lookups, **{key: np.stack(value) for key, value in rows.items()})
