@@ -1,13 +1,14 @@
 """Encoding speed. MnistMosaic target: at least 2,300 mosaics/s on 2 CPU cores (thesis code: 1,140/s).
 
 Prints mosaics per second for generation alone (labels -> keyed noisy mosaics) and for
-generation + forward pass of the task's network (inference mode, channels-last), for
-several batch sizes, on ``--n`` database instances, and the forward pass's arithmetic rate
-in GFLOP/s at that speed beside the machine's float32 matmul peak (benchmarks/flops.py). Weights, bank images and (for a task
+the encoder (generation in a background thread + forward pass of the task's network,
+inference mode, channels-last), for several batch sizes and each ``--precision``, on ``--n``
+database instances, and the forward pass's arithmetic rate in GFLOP/s at that speed and as
+a share of the machine's matmul peak in the same precision (benchmarks/flops.py). Weights, bank images and (for a task
 whose noise reads the Perlin file) Perlin fields are random: speed does not depend on them;
 the noise and network settings are the task's in config/config.yaml.
 
-    python benchmarks/encode.py [--n 20000] [--batch-sizes 64 128 256 512 1024]
+    python benchmarks/encode.py [--n 20000] [--batch-sizes 64 128 256 512 1024] [--precision fp32 bf16]
     python benchmarks/encode.py --task OpenImagesMosaic --n 512 --batch-sizes 64 256
 """
 
@@ -24,7 +25,7 @@ from equihash.data.keyed import KeyedRandom
 from equihash.encode import Encoder
 from equihash.tasks import build_network, get_task, make_mosaic, task_names
 from equihash.train.loop import save_model
-from flops import pass_flops, peak_line
+from flops import pass_flops, peak_line, peaks
 
 
 def main():
@@ -33,6 +34,7 @@ def main():
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -59,20 +61,25 @@ def main():
         flops_per_mosaic = pass_flops(net.to(memory_format=torch.channels_last), example, backward=False) / 64
         print(f"{args.n} {args.task} instances, {type(net).__name__} k=64, {args.threads} threads, "
               f"{flops_per_mosaic / 1e6:.1f} MFLOP per forward pass of one mosaic")
-        print(peak_line())
-        print("| batch size | generation (mosaics/s) | generation + forward (mosaics/s) | network GFLOP/s at that rate |")
-        print("|---:|---:|---:|---:|")
+        peak = peaks()
+        print(peak_line(peak))
+        print("| batch size | generation (mosaics/s) | precision | encoder (mosaics/s) | network GFLOP/s at that rate "
+              "| share of peak |")
+        print("|---:|---:|---|---:|---:|---:|")
         for bs in args.batch_sizes:
             start = time.perf_counter()
             for lo in range(0, args.n, bs):
                 mosaic.noisy(labels[lo:lo + bs], rng, ids[lo:lo + bs])
             generation = args.n / (time.perf_counter() - start)
-            encoder = Encoder(model, bank, perlin=perlin, batch_size=bs)
-            encoder.logits(labels[:bs], rng, ids[:bs])  # warm-up
-            start = time.perf_counter()
-            encoder.logits(labels, rng, ids)
-            encoding = args.n / (time.perf_counter() - start)
-            print(f"| {bs} | {generation:,.0f} | {encoding:,.0f} | {encoding * flops_per_mosaic / 1e9:,.1f} |")
+            for precision in args.precision:
+                encoder = Encoder(model, bank, perlin=perlin, batch_size=bs, precision=precision)
+                encoder.logits(labels[:bs], rng, ids[:bs])  # warm-up
+                start = time.perf_counter()
+                encoder.logits(labels, rng, ids)
+                encoding = args.n / (time.perf_counter() - start)
+                rate = encoding * flops_per_mosaic / 1e9
+                print(f"| {bs} | {generation:,.0f} | {precision} | {encoding:,.0f} | {rate:,.1f} "
+                      f"| {rate / peak[precision]:.1%} |")
 
 
 if __name__ == "__main__":

@@ -37,8 +37,12 @@ def matmul_peak_gflops(dtype=torch.float32, n: int = 4096, repeats: int = 5) -> 
     return 2 * n**3 / best / 1e9
 
 
-def peak_line() -> str:
+def peaks() -> dict[str, float]:
+    """The matmul peak of each precision (``fp32``, ``bf16``: equihash.nn.precision), GFLOP/s."""
+    return {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+
+
+def peak_line(peak: dict[str, float]) -> str:
     """One line: the float32 and bfloat16 matmul peaks of this machine."""
-    fp32, bf16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
-    return (f"machine peak (4096 x 4096 matmul, {torch.get_num_threads()} threads): {fp32:,.0f} GFLOP/s float32, "
-            f"{bf16:,.0f} GFLOP/s bfloat16")
+    return (f"machine peak (4096 x 4096 matmul, {torch.get_num_threads()} threads): {peak['fp32']:,.0f} GFLOP/s "
+            f"float32, {peak['bf16']:,.0f} GFLOP/s bfloat16")

@@ -3,14 +3,17 @@
 k = 64 bits, 8 batches x 256 rows per step (pairs: 4096 instances; JMLH: 2048), all
 C(64, 3) = 41664 bit triples for the Shannon term, MnistMosaicCNN, objective parameters
 from config/config.yaml. For each objective: the network's own forward and backward
-passes for the step's data (no objective), the whole step (data generation, forward,
-objective, backward, clipping, Adam) and their ratio (target <= 1.3), and the network's
+passes for the step's data (no objective), the whole step in the training loop (forward,
+objective, backward, clipping, Adam, while a background thread makes the next step's data)
+and their ratio (target <= 1.3), and the network's
 arithmetic rate in GFLOP/s (its counted FLOPs over the network time and over the whole
-step) beside the machine's float32 matmul peak (benchmarks/flops.py); plus the Shannon
+step) and as a share of the machine's matmul peak in the same precision
+(benchmarks/flops.py), for each ``--precision``; plus the Shannon
 gradient alone (target < 1 s) and the thesis' recomputed forward pass. The thesis code
 takes about 35 s per ShannonHamming step and 8 s per HashNet step on the same machine.
 
     python benchmarks/train_step.py [--steps 3] [--batches 8] [--batch-size 256] [--objectives ...]
+        [--precision fp32 bf16]
 """
 
 import argparse
@@ -25,7 +28,7 @@ import yaml
 from equihash.data.mosaic import MnistMosaic
 from equihash.train.loop import OBJECTIVES, Trainer
 from equihash.train.shannon import shannon_gradient
-from flops import pass_flops, peak_line
+from flops import pass_flops, peak_line, peaks
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 
@@ -52,7 +55,8 @@ def trainer_for(model, args, **changes):
 def network_passes(trainer, batches):
     trainer.net.zero_grad(set_to_none=True)
     for batch in batches:
-        out = trainer.net(batch)
+        with trainer.autocast:
+            out = trainer.net(batch).float()
         out.backward(torch.ones_like(out))
 
 
@@ -62,6 +66,7 @@ def main():
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args()
 
     z = torch.randn(2 * args.batches * args.batch_size, 64)
@@ -70,26 +75,30 @@ def main():
 
     print(f"training step, k=64, {args.batches} x {args.batch_size} rows, {torch.get_num_threads()} threads; "
           f"seconds (median of {args.steps})")
-    print(peak_line())
-    print("| objective | instances | data generation | network forward + backward | whole step | ratio "
-          "| network GFLOP/s | whole step GFLOP/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    peak = peaks()
+    print(peak_line(peak))
+    print("| objective | precision | instances | data generation | network forward + backward | whole step | ratio "
+          "| network GFLOP/s | share of peak | whole step GFLOP/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = [(model, {}) for model in args.objectives]
     if "ShannonHamming" in args.objectives:
         rows.append(("ShannonHamming", {"recompute_forward": True}))
-    for model, changes in rows:
-        trainer = trainer_for(model, args, **changes)
+    for (model, changes), precision in ((row, precision) for row in rows for precision in args.precision):
+        trainer = trainer_for(model, args, precision=precision, **changes)
         instances, _ = trainer.step_data(0)
         batches = instances.split(args.batch_size)
-        flops = sum(pass_flops(trainer.net, batch, backward=True) for batch in batches)
+        flops = sum(pass_flops(trainer.net, batch, backward=True) for batch in batches)  # precision-free
         network = timed(lambda: network_passes(trainer, batches), args.steps)
         generation = timed(lambda: trainer.step_data(0), args.steps)
         trainer.train_step()
-        step = timed(trainer.train_step, args.steps)
+        start = time.perf_counter()  # the training loop's steps: the next step's data made meanwhile
+        trainer.run(stop_after=args.steps)
+        step = (time.perf_counter() - start) / args.steps
         name = model + (" (recompute_forward, the thesis' two passes)" if changes else "")
         n = instances.shape[0] * (instances.shape[1] if instances.dim() == 4 else 1)
-        print(f"| {name} | {n} | {generation:.3f} | {network:.3f} | {step:.3f} | {step / network:.2f} "
-              f"| {flops / network / 1e9:,.0f} | {flops / step / 1e9:,.0f} |")
+        rate = flops / network / 1e9
+        print(f"| {name} | {precision} | {n} | {generation:.3f} | {network:.3f} | {step:.3f} | {step / network:.2f} "
+              f"| {rate:,.0f} | {rate / peak[precision]:.0%} | {flops / step / 1e9:,.0f} |")
     print(f"\nShannon gradient alone ({z.shape[0]} instances, C(64,3) = 41664 triples): {shannon:.3f} s")
 
 

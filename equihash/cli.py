@@ -64,6 +64,7 @@ DEFAULT_DATABASE = _TASK["databases"][DEFAULT_NAMES["database"]]
 DEFAULT_NBITS = _TASK["nbits"]
 DEFAULT_NB_SHARDS = _DEFAULTS["encode"]["nb_shards"]
 DEFAULT_DEVICE = _DEFAULTS["encode"]["device"]
+DEFAULT_PRECISION = _DEFAULTS["encode"]["precision"]
 DEFAULT_LOOKUPS = ",".join(map(str, _DEFAULTS["evaluate"]["multiprobe_lookups"]))
 DEFAULT_PERLIN = {key: _DEFAULTS["perlin"][key] for key in ("fields", "periods", "seed")}
 DEFAULT_FRACTIONS = next(block["bank"]["fractions"] for block in _DEFAULTS["tasks"].values()
@@ -215,12 +216,13 @@ def training_settings(config_path, task: str, model: str,
     return nbits, options, settings
 
 
-def encoder_for(args):
-    """The trained network of ``--model`` on the ``--split`` images of ``--bank`` (equihash.encode.Encoder)."""
+def encoder_for(args, precision: str | None = None):
+    """The trained network of ``--model`` on the ``--split`` images of ``--bank`` (equihash.encode.Encoder),
+    at ``precision`` (default ``--precision``)."""
     from equihash.encode import Encoder
 
     return Encoder.for_split(args.model, split=args.split, bank=args.bank, perlin=args.perlin,
-                             device=getattr(args, "device", "cpu"))
+                             device=getattr(args, "device", "cpu"), precision=precision or args.precision)
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -337,7 +339,7 @@ def run_search(args) -> None:
     docs/method.md sections 8-10, see equihash.search. A query id is a row of the run's positive (or, with
     --negative, negative) queries; an image is a PNG mosaic of the task that --model encodes.
     """
-    from equihash.search import RunSearch, encode_images, read_mosaic_png
+    from equihash.search import RunSearch, read_mosaic_png
     from equihash.tasks import open_mosaic
 
     if args.run_name is not None:
@@ -360,9 +362,12 @@ def run_search(args) -> None:
         except ValueError:
             raise InputError(f"--label '{args.label}': expected bank ids separated by commas") from None
     encoder = None
-    if args.model is not None:
+    if args.model is not None:  # at the precision of the run's fingerprints
+        from equihash.io import fingerprint_precision
+
         set_threads(args)
-        encoder = encoder_for(args)
+        database = Path(args.fingerprints_dir) / "database.parquet"
+        encoder = encoder_for(args, (fingerprint_precision(database) if database.is_file() else None) or "fp32")
     if encoder is not None:
         mosaic = encoder.mosaic
     else:
@@ -373,7 +378,7 @@ def run_search(args) -> None:
         result = search.by_query_id(args.query_id, "negative" if args.negative else "positive", args.lookups)
     else:
         image = read_mosaic_png(args.image, search.mosaic)
-        result = search.by_image(image, encode_images(encoder, image[None])[0], args.lookups, label=label,
+        result = search.by_image(image, encoder.forward(image[None])[0], args.lookups, label=label,
                                  description=f"image {args.image}")
     print(result.report(max_rows=args.list))
     search.write_grid(result, args.out_png, show=args.show)
@@ -494,6 +499,9 @@ SEED = arg("--seed", type=count, default=DEFAULT_DATABASE["seed"],
            help="database seed: keys every label and noise draw (default: %(default)s)")
 DEVICE = arg("--device", choices=("cpu", "cuda", "auto"), default=DEFAULT_DEVICE,
              help="where the network runs, config encode.device (default: %(default)s)")
+PRECISION = arg("--precision", choices=("fp32", "bf16"), default=DEFAULT_PRECISION,
+                help="arithmetic of the network's pass, config encode.precision; fp32 and bf16 fingerprints "
+                     "differ (default: %(default)s)")
 CONFIG_FILES = arg("--config", action="append", metavar="CONFIG.yaml", help="configuration merged on top of "
                    "config/config.yaml, as snakemake --configfile (repeatable)")
 MODEL_FILE = arg("--model", required=True, metavar="MODEL_PT", help="trained model file (model.pt, written by train)")
@@ -567,7 +575,7 @@ COMMANDS: dict[str, Command] = {
     ], uses_torch=True),
     "encode": Command(run_encode, [
         arg("out", metavar="OUT", help="shard file to write (Parquet: id uint64, code fixed_size_binary[k/8])"),
-        MODEL_FILE, BANK, PERLIN, DEVICE,
+        MODEL_FILE, BANK, PERLIN, DEVICE, PRECISION,
         arg("--labels", required=True, metavar="DATABASE_PARQUET",
             help="database labels (database.parquet, written by labels)"),
         SPLIT, SEED,
@@ -585,7 +593,7 @@ COMMANDS: dict[str, Command] = {
     "encode-queries": Command(run_encode_queries, [
         arg("out_dir", metavar="OUT_DIR", help="folder receiving positive_queries.parquet, "
             "negative_queries.parquet and triplets.parquet"),
-        MODEL_FILE, BANK, PERLIN, DEVICE,
+        MODEL_FILE, BANK, PERLIN, DEVICE, PRECISION,
         arg("--labels-dir", required=True, metavar="LABELS_DIR", help="folder written by labels"),
         SPLIT, SEED,
     ], uses_torch=True),

@@ -9,7 +9,7 @@ padded): CPU kernels round differently for different batch sizes, though never f
 different batch contents or positions, so a fixed forward batch makes every fingerprint
 independent of where a shard starts, and the merged database byte-identical for any
 shard count. The fingerprint of an instance is thus a function of (model file, bank
-split, labels row, seed, split, position, FORWARD_BATCH); how the work is cut (shards,
+split, labels row, seed, split, position, FORWARD_BATCH, precision); how the work is cut (shards,
 parts, row groups, resumptions) never changes it.
 
 Resumable shards. A shard is encoded in *parts* of ``part_rows`` rows; each finished
@@ -20,9 +20,9 @@ and encodes only the rest, then writes the shard file, byte-identical to an
 uninterrupted run, and removes the partial directory. The directory is not a rule
 output, so Snakemake keeps it when a job fails. Its ``spec.json`` records what every
 part depends on besides its labels (SHA-256 of the model file bytes and of the bank
-split, seed, split, shard range, part size, forward batch, torch version, device and, on
-the CPU, what selects its kernels: :func:`cpu_kernels`): a partial state of another model,
-bank, shard or kind of CPU is discarded, never mixed in.
+split, seed, split, shard range, part size, forward batch, torch version, device,
+precision and, on the CPU, what selects its kernels: :func:`cpu_kernels`): a partial state
+of another model, bank, shard, precision or kind of CPU is discarded, never mixed in.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,11 @@ import torch
 from equihash.codes import pack_codes
 from equihash.data.keyed import KeyedRandom
 from equihash.tasks import array_identity, make_mosaic, open_bank
-from equihash.io import (InputError, atomic_path, check_schema, codes_array, column_to_numpy, fingerprint_schema,
-                         labels_type, logits_array, query_schema, read_label_rows, read_labels,
+from equihash.io import (InputError, atomic_path, check_schema, codes_array, column_to_numpy, fingerprint_precision,
+                         fingerprint_schema, labels_type, logits_array, query_schema, read_label_rows, read_labels,
                          triplet_schema, write_json, write_table)
-from equihash.nn.cpu import keep_freed_memory
+from equihash.nn.cpu import cpu_flags, keep_freed_memory
+from equihash.nn.precision import check_precision, precision_context
 from equihash.progress import Progress, logger
 from equihash.train.loop import load_model, resolve_device
 
@@ -73,14 +75,7 @@ def cpu_kernels() -> dict:
     AVX-512 and AVX2 kernels), which flips a fingerprint bit only when the logit lies that
     close to 0. The resumption spec of a shard records it, so that a shard resumed on
     another kind of CPU is recomputed, never mixed."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = cpu_flags()
     return {"aten": torch.backends.cpu.get_cpu_capability(),
             "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
             "features": [feature for feature in KERNEL_FEATURES if feature in flags]}
@@ -89,16 +84,19 @@ def cpu_kernels() -> dict:
 class Encoder:
     """A trained network and its task's mosaic: labels -> logits for keyed instances."""
 
-    def __init__(self, model_path, bank, *, perlin=None, device: str = "cpu", batch_size: int = FORWARD_BATCH,
-                 _loaded=None):
+    def __init__(self, model_path, bank, *, perlin=None, device: str = "cpu", precision: str = "fp32",
+                 batch_size: int = FORWARD_BATCH, _loaded=None):
         """``bank``: the images of the database's split (``equihash.tasks.open_bank``);
         ``perlin``: the Perlin file of an OpenImagesMosaic model (its path or opened pair);
         ``device``: where the network runs (``cpu``, ``cuda`` or ``auto``, config
         ``encode.device``). Instances are always generated on the CPU. A fingerprint is
         bit-identical for any shard or batch on one device; CUDA and CPU kernels round
-        differently, so the device is part of a shard's resumption spec."""
+        differently, so the device is part of a shard's resumption spec; ``precision``: the
+        arithmetic of the network's pass (``fp32`` or ``bf16``, config ``encode.precision``,
+        equihash.nn.precision), part of the spec too."""
         keep_freed_memory()
         self.device = resolve_device(device)
+        self.precision = check_precision(precision, "encode")
         self.net, self.config = _loaded or load_model(model_path)
         self.net = self.net.to(self.device, memory_format=torch.channels_last)
         self.mosaic = make_mosaic(self.config["task"], bank, noise_sigma=self.config.get("noise_sigma"),
@@ -111,6 +109,7 @@ class Encoder:
             "forward_batch": batch_size,
             "torch": torch.__version__,
             "device": self.device.type,
+            "precision": self.precision,
         }
         if self.device.type == "cpu":
             self.identity["cpu_kernels"] = cpu_kernels()
@@ -119,7 +118,7 @@ class Encoder:
 
     @classmethod
     def for_split(cls, model_path, *, split: str, bank, perlin=None, in_memory: bool = False,
-                  noise_sigma: float | None = None, device: str = "cpu") -> "Encoder":
+                  noise_sigma: float | None = None, device: str = "cpu", precision: str = "fp32") -> "Encoder":
         """The encoder of a model on split ``split`` of the bank ``bank`` (arguments as
         ``equihash.tasks.open_mosaic``). The noise is the one the model was trained
         with; a ``noise_sigma`` that differs from the model's is an error."""
@@ -128,7 +127,7 @@ class Encoder:
             raise InputError(f"{model_path}: the model was trained with noise_sigma {config.get('noise_sigma')}, "
                              f"the configuration asks for {noise_sigma}")
         images = open_bank(config["task"], bank, split, in_memory=in_memory)
-        return cls(model_path, images, perlin=perlin, device=device, _loaded=(net, config))
+        return cls(model_path, images, perlin=perlin, device=device, precision=precision, _loaded=(net, config))
 
     def check_labels(self, labels: np.ndarray, path, *, column: str = "labels", first_row: int = 0) -> np.ndarray:
         """``labels`` (rows ``first_row``.. of ``column`` of ``path``), or InputError naming the first
@@ -143,18 +142,48 @@ class Encoder:
 
     @torch.inference_mode()
     def logits(self, labels: np.ndarray, rng: KeyedRandom, indices: np.ndarray, progress=None) -> np.ndarray:
-        """(n, k) float32 logits of the instances ``indices`` of stream ``rng`` with these labels."""
+        """(n, k) float32 logits of the instances ``indices`` of stream ``rng`` with these labels.
+
+        A background thread makes the instances of the next batch while the network runs on
+        this one (numpy's generators release the GIL); the batches are those of a plain
+        loop, so the logits are the same.
+        """
         out = np.empty((len(labels), self.nbits), dtype=np.float32)
         bs = self.batch_size
-        for lo in range(0, len(labels), bs):
-            hi = min(lo + bs, len(labels))
-            x = self.mosaic.noisy(labels[lo:hi], rng, indices[lo:hi])
-            if hi - lo < bs:  # pad: the network always sees full batches
-                x = np.concatenate([x, np.zeros((bs - (hi - lo), *x.shape[1:]), x.dtype)])
-            out[lo:hi] = self.net(torch.from_numpy(x).to(self.device))[: hi - lo].float().cpu().numpy()
-            if progress is not None:
-                progress.update(hi - lo)
+
+        def instances(lo: int) -> np.ndarray:
+            return self.mosaic.noisy(labels[lo:lo + bs], rng, indices[lo:lo + bs])
+
+        with ThreadPoolExecutor(1, thread_name_prefix="instances") as producer, \
+                precision_context(self.precision, self.device):
+            upcoming = producer.submit(instances, 0)
+            for lo in range(0, len(labels), bs):
+                x = upcoming.result()
+                if lo + bs < len(labels):
+                    upcoming = producer.submit(instances, lo + bs)
+                out[lo:lo + len(x)] = self._batch_logits(x)
+                if progress is not None:
+                    progress.update(len(x))
         return out
+
+    @torch.inference_mode()
+    def forward(self, instances: np.ndarray) -> np.ndarray:
+        """(n, k) float32 logits of ``instances`` (n, ...) such as ``mosaic.noisy`` makes, in forward
+        batches of exactly ``batch_size`` at the encoder's precision, as every fingerprint is computed."""
+        out = np.empty((len(instances), self.nbits), dtype=np.float32)
+        with precision_context(self.precision, self.device):
+            for lo in range(0, len(instances), self.batch_size):
+                x = instances[lo:lo + self.batch_size]
+                out[lo:lo + len(x)] = self._batch_logits(x)
+        return out
+
+    def _batch_logits(self, x: np.ndarray) -> np.ndarray:
+        """The network's float32 logits of at most one forward batch, padded with zeros to a
+        full one: the network always sees full batches (see the module docstring)."""
+        n = len(x)
+        if n < self.batch_size:
+            x = np.concatenate([x, np.zeros((self.batch_size - n, *x.shape[1:]), x.dtype)])
+        return self.net(torch.from_numpy(x).to(self.device))[:n].float().cpu().numpy()
 
 
 def partial_dir(out_path) -> Path:
@@ -251,7 +280,7 @@ def encode_database_shard(encoder: Encoder, labels_path, *, seed: int, split: st
     check_schema(labels_path, {"labels": labels_type(encoder.mosaic.cells)})
     start, stop = shard_range(pq.ParquetFile(labels_path).metadata.num_rows, shard, nb_shards)
     rng = KeyedRandom(seed, split, "database")
-    schema = fingerprint_schema(encoder.nbits // 8)
+    schema = fingerprint_schema(encoder.nbits // 8, encoder.precision)
     spec = {"format": PARTIAL_FORMAT, **encoder.identity, "seed": seed, "split": split, "shard": shard,
             "nb_shards": nb_shards, "start": start, "stop": stop, "part_rows": part_rows}
     parts = ShardParts(partial_dir(out_path), spec)
@@ -276,11 +305,19 @@ def merge_shards(shard_paths, out_path, nbytes: int) -> int:
     """Concatenate shards in order into one file; checks that ids form one contiguous range 0..N-1.
 
     Row groups are re-cut to ``ROW_GROUP`` rows, so the bytes do not depend on the shard count.
-    Every shard's schema is checked before anything is written; a progress bar
-    ``merge <n> shards`` counts the rows copied.
+    Every shard's schema is checked before anything is written, and every shard must record
+    the same precision (fp32 and bf16 fingerprints never mix in one database; the merged
+    file records it); a progress bar ``merge <n> shards`` counts the rows copied.
     """
-    schema = fingerprint_schema(nbytes)
     shard_paths = [Path(path) for path in shard_paths]
+    precisions = {path: fingerprint_precision(path) for path in shard_paths}
+    first = shard_paths[0] if shard_paths else None
+    for path, precision in precisions.items():
+        if precision != precisions[first]:
+            raise InputError(f"{path}: fingerprints encoded at precision {precision}, {first} at "
+                             f"{precisions[first]}; the shards of one database are encoded at one "
+                             "precision (encode.precision): encode them again")
+    schema = fingerprint_schema(nbytes, precisions.get(first))
     for path in shard_paths:
         check_schema(path, {"id": pa.uint64(), "code": schema.field("code").type})
     total = 0
@@ -330,7 +367,7 @@ def encode_queries(encoder: Encoder, labels_dir, *, seed: int, split: str, out_p
         with Progress(len(labels), f"encode {name}", "mosaic") as bar:
             logits = encoder.logits(labels, KeyedRandom(seed, split, name), ids, bar)
         table = pa.table([pa.array(ids), codes_array(pack_codes(logits)), logits_array(logits)],
-                         schema=query_schema(nbytes))
+                         schema=query_schema(nbytes, encoder.precision))
         write_table(table, out)
     pairs_path = labels_dir / "negative_pairs.parquet"
     kind = labels_type(encoder.mosaic.cells)

@@ -215,14 +215,29 @@ def logits_array(logits: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1])
 
 
-def fingerprint_schema(nbytes: int) -> pa.Schema:
-    return pa.schema([("id", pa.uint64()), ("code", code_type(nbytes))])
+#: Key of a fingerprint file's schema metadata naming the precision its network ran at (fp32 | bf16).
+PRECISION_KEY = b"equihash.precision"
 
 
-def query_schema(nbytes: int) -> pa.Schema:
-    return pa.schema(
+def _with_precision(schema: pa.Schema, precision: str | None) -> pa.Schema:
+    return schema if precision is None else schema.with_metadata({PRECISION_KEY: precision.encode()})
+
+
+def fingerprint_schema(nbytes: int, precision: str | None = None) -> pa.Schema:
+    """`id`, `code`; ``precision``: the encoder's, kept in the schema metadata (:data:`PRECISION_KEY`)."""
+    return _with_precision(pa.schema([("id", pa.uint64()), ("code", code_type(nbytes))]), precision)
+
+
+def query_schema(nbytes: int, precision: str | None = None) -> pa.Schema:
+    return _with_precision(pa.schema(
         [("id", pa.uint64()), ("code", code_type(nbytes)), ("logits", pa.list_(pa.float32(), 8 * nbytes))]
-    )
+    ), precision)
+
+
+def fingerprint_precision(path) -> str | None:
+    """The precision a fingerprint file records (None for a file written without one)."""
+    value = (pq.read_schema(path).metadata or {}).get(PRECISION_KEY)
+    return None if value is None else value.decode()
 
 
 def triplet_schema(nbytes: int) -> pa.Schema:

@@ -148,23 +148,6 @@ def read_mosaic_png(path, mosaic) -> np.ndarray:
     return pixels.astype(np.float32) / np.float32(255)
 
 
-def encode_images(encoder, images: np.ndarray) -> np.ndarray:
-    """(n, k) float32 logits of instances ``images`` (n, H, W) by an ``equihash.encode.Encoder``'s
-    network, in forward batches of exactly ``encoder.batch_size`` (padded), as every
-    fingerprint of the run was computed."""
-    import torch
-
-    out = np.empty((len(images), encoder.nbits), dtype=np.float32)
-    batch = encoder.batch_size
-    with torch.inference_mode():
-        for lo in range(0, len(images), batch):
-            chunk = images[lo:lo + batch]
-            x = np.zeros((batch, *images.shape[1:]), dtype=images.dtype)
-            x[:len(chunk)] = chunk
-            out[lo:lo + len(chunk)] = encoder.net(torch.from_numpy(x))[:len(chunk)].numpy()
-    return out
-
-
 def to_pixels(instance: np.ndarray) -> np.ndarray:
     """One instance as (H, W, 3) uint8 RGB pixels (``equihash.data.examples.display_pixels``)."""
     return display_pixels(np.asarray(instance)[None])[0]

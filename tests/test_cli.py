@@ -135,7 +135,8 @@ def test_cli_artifacts_are_byte_identical_to_the_library_called_directly(chain, 
         assert (tmp_path / "labels" / f"{name}.parquet").read_bytes() == \
             (chain["labels"] / f"{name}.parquet").read_bytes(), name
 
-    encoder = Encoder(chain["model"] / "model.pt", read_bank(chain["bank"], "test"))
+    encoder = Encoder(chain["model"] / "model.pt", read_bank(chain["bank"], "test"),
+                      precision=DEFAULT_CONFIG["encode"]["precision"])
     encode_database_shard(encoder, chain["labels"] / "database.parquet", seed=0, split="test", shard=0,
                           nb_shards=1, out_path=tmp_path / "0-of-1.parquet")
     assert merge_shards([tmp_path / "0-of-1.parquet"], tmp_path / "database.parquet", nbytes=NBITS // 8) \

@@ -8,7 +8,7 @@ import torch
 from equihash.data.keyed import KeyedRandom
 from equihash.data.labels import write_labels
 from equihash.encode import Encoder, encode_database_shard, encode_queries, merge_shards, shard_range
-from equihash.io import InputError, read_columns, read_labels
+from equihash.io import InputError, fingerprint_precision, read_columns, read_labels
 from equihash.nn import MnistMosaicCNN
 from equihash.codes import pack_codes
 from equihash.train.loop import save_model
@@ -17,14 +17,15 @@ BANK = np.random.default_rng(1).integers(0, 256, size=(30, 28, 28), dtype=np.uin
 N = 700
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+@pytest.fixture(scope="module", params=["fp32", "bf16"])
+def setup(tmp_path_factory, request):
+    """A model, labels and its encoder at each precision."""
     root = tmp_path_factory.mktemp("encode")
     torch.manual_seed(0)
     save_model(MnistMosaicCNN(16), {"task": "MnistMosaic", "nbits": 16, "noise_sigma": 0.2}, root / "model.pt")
     write_labels(root / "labels", bank_size=len(BANK), m=4, n_database=N, n_positive=20, n_negative=20,
                  n_pairs=20, seed=0, split="test")
-    return root, Encoder(root / "model.pt", BANK, batch_size=128)
+    return root, Encoder(root / "model.pt", BANK, batch_size=128, precision=request.param)
 
 
 def merged(root, encoder, nb_shards):
@@ -67,6 +68,29 @@ def test_fingerprint_does_not_depend_on_where_a_batch_starts(setup):
     whole = encoder.logits(labels, rng, np.arange(300))
     tail = encoder.logits(labels[77:], rng, np.arange(77, 300))
     np.testing.assert_array_equal(whole[77:], tail)
+
+
+def test_precisions_are_different_artifacts_that_never_mix(setup):
+    root, encoder = setup
+    other = Encoder(root / "model.pt", BANK, batch_size=128,
+                    precision={"fp32": "bf16", "bf16": "fp32"}[encoder.precision])
+    assert encoder.identity["precision"] == encoder.precision and other.identity["precision"] == other.precision
+    labels = read_labels(root / "labels" / "database.parquet")[:256]
+    rng = KeyedRandom(0, "test", "database")
+    mine, theirs = encoder.logits(labels, rng, np.arange(256)), other.logits(labels, rng, np.arange(256))
+    assert not np.array_equal(mine, theirs)  # bf16 rounds its products differently...
+    assert np.mean((mine > 0) == (theirs > 0)) > 0.95  # ...and flips the bits of logits near 0 only
+    np.testing.assert_array_equal(encoder.logits(labels, rng, np.arange(256)), mine)  # rerun: bit-identical
+    # a shard of the other precision cannot join this precision's shards
+    merged(root, encoder, 3)
+    encode_database_shard(other, root / "labels" / "database.parquet", seed=0, split="test", shard=1,
+                          nb_shards=3, out_path=root / "other-1-of-3.parquet")
+    with pytest.raises(InputError, match=f"other-1-of-3.parquet: fingerprints encoded at precision "
+                                         f"{other.precision}, .*0-of-3.parquet at {encoder.precision}"):
+        merge_shards([root / "3" / "0-of-3.parquet", root / "other-1-of-3.parquet", root / "3" / "2-of-3.parquet"],
+                     root / "mixed.parquet", nbytes=2)
+    assert not (root / "mixed.parquet").exists()
+    assert fingerprint_precision(root / "merged-3.parquet") == encoder.precision
 
 
 def test_merge_rejects_a_gap_in_ids(setup):

@@ -24,7 +24,7 @@ from equihash.encode import Encoder, encode_database_shard, encode_queries, merg
 from equihash.index import build_index, build_index_from_parquet, probe_codes, write_index
 from equihash.io import InputError, code_type, read_columns, read_ground_truth, read_labels
 from equihash.nn import MnistMosaicCNN
-from equihash.search import RunSearch, encode_images, grid_size, tile_origin
+from equihash.search import RunSearch, grid_size, tile_origin
 from equihash.train.loop import save_model
 
 N, QUERIES = 200, 10
@@ -100,9 +100,9 @@ def test_regenerated_instances_are_the_encoded_ones(run):
     search, encoder = run["search"], run["encoder"]
     positions = np.array([0, 7, 133, 199])
     images = search.database_instances(positions, run["labels"][positions])
-    assert np.array_equal(np.packbits(encode_images(encoder, images) > 0, axis=1), run["codes"][positions])
+    assert np.array_equal(np.packbits(encoder.forward(images) > 0, axis=1), run["codes"][positions])
     result = search.by_query_id(5, "positive")
-    assert np.array_equal(np.packbits(encode_images(encoder, result.query_image[None]) > 0, axis=1)[0], result.code)
+    assert np.array_equal(np.packbits(encoder.forward(result.query_image[None]) > 0, axis=1)[0], result.code)
     stream = KeyedRandom(0, "test", "positive_queries")
     label = read_labels(run["root"] / "labels" / "positive_queries.parquet")[5]
     assert np.array_equal(result.query_image, encoder.mosaic.noisy(label[None], stream, np.array([5]))[0])
@@ -162,7 +162,7 @@ def test_cli_image_query_with_label(run, capsys):
     assert cli(run, out, "--image", path, "--model", run["root"] / "model.pt", "--label",
                ",".join(map(str, label)), "--lookups", 3) == 0
     printed = capsys.readouterr().out
-    logits = encode_images(run["encoder"], clean[None])[0]
+    logits = run["encoder"].forward(clean[None])[0]
     retrieved, same_label = brute_force(run, logits, 3, label)
     assert f"query: image {path}, label ({', '.join(map(str, label))})" in printed
     assert f"retrieved: {len(retrieved)} position(s)" in printed

@@ -8,10 +8,11 @@ import torch
 from equihash.data.mosaic import MnistMosaic
 from equihash.io import InputError
 from equihash.train.loop import Trainer, load_model
+from equihash.train.settings import TrainingSettings
 
 PARAMS = {
     "seed": 0, "steps": 4, "batch_size": 4, "batches_per_step": 2, "learning_rate": 1e-3,
-    "clip_value": 10.0, "recompute_forward": False, "device": "cpu", "bf16": False, "deterministic": True,
+    "clip_value": 10.0, "recompute_forward": False, "device": "cpu", "precision": "fp32", "deterministic": True,
     "eval_every": 2, "eval_size": 16, "checkpoint_every": 2,
     "objective": {"hamming_weight": 1.0, "shannon_weight": 0.01, "tuple_size": 3, "cover_size": None,
                   "shuffle_bits": False, "gradient": "normal", "prior": 1.0, "huber_slope": 0.0, "huber_knee": 9.0, "saturation": 9.0},
@@ -33,14 +34,15 @@ def assert_same_state(a, b):
         assert torch.equal(sa[key], sb[key]), key
 
 
-def test_killed_training_resumes_bit_identical(tmp_path):
-    whole = trainer(tmp_path / "whole")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_killed_training_resumes_bit_identical(tmp_path, precision):
+    whole = trainer(tmp_path / "whole", precision=precision)
     whole.run()
     # killed after step 3: the last checkpoint is step 2, step 3 is redone on resumption
-    killed = trainer(tmp_path / "killed")
+    killed = trainer(tmp_path / "killed", precision=precision)
     killed.run(stop_after=3)
     assert killed.step == 3
-    resumed = trainer(tmp_path / "killed")
+    resumed = trainer(tmp_path / "killed", precision=precision)
     assert resumed.try_resume() and resumed.step == 2
     resumed.run()
     assert resumed.step == 4
@@ -49,6 +51,31 @@ def test_killed_training_resumes_bit_identical(tmp_path):
     for group_a, group_b in zip(whole.optimizer.state_dict()["state"].values(),
                                 resumed.optimizer.state_dict()["state"].values()):
         assert all(torch.equal(group_a[k], group_b[k]) for k in group_a)
+
+
+def test_training_loop_equals_the_steps_one_by_one(tmp_path):
+    """The loop makes each step's data in a background thread: the same parameters as plain steps."""
+    looped = trainer(tmp_path / "loop", steps=3, eval_every=10, checkpoint_every=10)
+    looped.run()
+    plain = trainer(tmp_path / "plain", steps=3)
+    for _ in range(3):
+        plain.train_step()
+    assert_same_state(looped.net, plain.net)
+
+
+def test_precision_is_recorded_and_changes_the_arithmetic(tmp_path):
+    fp32, bf16 = trainer(tmp_path / "fp32"), trainer(tmp_path / "bf16", precision="bf16")
+    fp32.run(stop_after=1)
+    bf16.run(stop_after=1)
+    assert fp32.hash != bf16.hash  # a checkpoint of one precision never resumes the other
+    first = {key: value for key, value in fp32.net.state_dict().items() if value.is_floating_point()}
+    assert any(not torch.equal(value, bf16.net.state_dict()[key]) for key, value in first.items())
+    fp32.save(tmp_path / "model.pt", tmp_path / "log.parquet")
+    bf16.save(tmp_path / "model-bf16.pt", tmp_path / "log-bf16.parquet")
+    assert load_model(tmp_path / "model.pt")[1]["precision"] == "fp32"
+    assert load_model(tmp_path / "model-bf16.pt")[1]["precision"] == "bf16"
+    with pytest.raises(InputError, match="the block: precision 'fp16'; expected one of fp32, bf16"):
+        TrainingSettings.from_block({**PARAMS, "precision": "fp16"}, "the block")
 
 
 def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path):

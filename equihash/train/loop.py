@@ -25,9 +25,10 @@ respect to the logits of the step.
 A model is named as in the thesis; :data:`MODEL_OBJECTIVES` gives each name its objective
 (PseudoSH and SHQuad are ShannonHamming with other objective settings).
 
-Device: ``device: auto`` trains on CUDA when it is present, else on the CPU; ``bf16``
-runs the network under bfloat16 autocast on CUDA; ``deterministic`` asks torch for
-deterministic kernels. Instances are always generated on the CPU with keyed noise.
+Device: ``device: auto`` trains on CUDA when it is present, else on the CPU; ``precision``
+(fp32 | bf16, equihash.nn.precision) is the arithmetic of the network's passes, in training
+and in its evaluations; ``deterministic`` asks torch for deterministic kernels. Instances
+are always generated on the CPU with keyed noise.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from contextlib import nullcontext
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping
 
@@ -49,6 +50,7 @@ from equihash.data.mosaic import distinct_labels
 from equihash.io import InputError, atomic_path, write_table
 from equihash.nn.cpu import keep_freed_memory
 from equihash.nn.perceptual import HASH_BITS, PerceptualHash
+from equihash.nn.precision import precision_context
 from equihash.progress import Progress, logger
 from equihash.tasks import array_identity, build_network, open_mosaics
 from equihash.train.evaluation import eval_log_table, subset_family, training_figures
@@ -118,12 +120,14 @@ class EvalSet:
 
 @torch.inference_mode()
 def encode_instances(net: torch.nn.Module, instances: torch.Tensor, batch_size: int = 512,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
-    """Logits of ``instances`` (n, ..., H, W) in evaluation mode, batch by batch, on the CPU."""
+                     device: torch.device | str = "cpu", precision: str = "fp32") -> torch.Tensor:
+    """Float32 logits of ``instances`` (n, ..., H, W) in evaluation mode, batch by batch, on the
+    CPU; the network runs on ``device`` at ``precision`` (equihash.nn.precision)."""
     was_training = net.training
     net.eval()
-    out = torch.cat([net(instances[i:i + batch_size].to(device)).float().cpu()
-                     for i in range(0, len(instances), batch_size)])
+    with precision_context(precision, torch.device(device)):
+        out = torch.cat([net(instances[i:i + batch_size].to(device)).float().cpu()
+                         for i in range(0, len(instances), batch_size)])
     net.train(was_training)
     return out
 
@@ -155,8 +159,7 @@ class Trainer:
         self.noise_rng = KeyedRandom(self.seed, "train", "train_noise")
         self.objective_rng = KeyedRandom(self.seed, "train", "objective")
         self.device = resolve_device(settings.device, deterministic=settings.deterministic)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                         if settings.bf16 and self.device.type == "cuda" else nullcontext())
+        self.autocast = precision_context(settings.precision, self.device)
         keep_freed_memory()
         torch.manual_seed(self.seed)
         self.net = build_network(task, nbits, **self.resolved.get("network", {}))
@@ -212,8 +215,9 @@ class Trainer:
         return torch.from_numpy(np.stack(views, axis=1)), targets
 
     # ------------------------------------------------------------------ one step
-    def train_step(self) -> dict:
-        instances, targets = self.step_data(self.step)
+    def train_step(self, data: tuple[torch.Tensor, dict] | None = None) -> dict:
+        """One step; ``data``: ``step_data(self.step)`` when already made (by :meth:`run`'s producer)."""
+        instances, targets = data if data is not None else self.step_data(self.step)
         batches = instances.split(self.settings.batch_size)
         device, recompute = self.device, self.settings.recompute_forward
         self.net.train()
@@ -260,7 +264,8 @@ class Trainer:
         means = {k: float(np.mean([r[k] for r in self._interval])) for k in self._interval[0]} if self._interval else {}
         rows = []
         for eval_set in self._eval_sets:
-            codes = pack_codes(encode_instances(self.net, eval_set.instances, device=self.device))
+            codes = pack_codes(encode_instances(self.net, eval_set.instances, device=self.device,
+                                                precision=self.settings.precision))
             figures = training_figures(codes[:, 0], codes[:, 1], codes[:, 2], self.families)
             rows.append({"step": self.step, "split": eval_set.split, **figures, **means})
         self._interval = []
@@ -305,11 +310,19 @@ class Trainer:
         self.try_resume()
         p = self.settings
         start, begun = self.step, time.monotonic()
-        with Progress(p.steps, f"train {self.task}/{self.model}", "step", initial=self.step) as bar:
+        # A background thread makes the next step's instances while this step trains (numpy's
+        # generators release the GIL); every step's data is keyed by its step, so the result
+        # is that of a plain loop.
+        with Progress(p.steps, f"train {self.task}/{self.model}", "step", initial=self.step) as bar, \
+                ThreadPoolExecutor(1, thread_name_prefix="instances") as producer:
+            upcoming = producer.submit(self.step_data, self.step) if self.step < p.steps else None
             while self.step < p.steps:
                 if stop_after is not None and self.step - start >= stop_after:
                     return
-                stats = self.train_step()
+                data = upcoming.result()
+                if self.step + 1 < p.steps:
+                    upcoming = producer.submit(self.step_data, self.step + 1)
+                stats = self.train_step(data)
                 self._interval.append(stats)
                 bar.update(1, loss=stats["loss"])
                 if self.step % p.eval_every == 0 or self.step == p.steps:

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from equihash.io import InputError
+from equihash.nn.precision import check_precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +28,7 @@ class TrainingSettings:
     clip_value: float
     recompute_forward: bool  # the thesis' second forward pass instead of keeping the first one's graphs
     device: str  # auto | cpu | cuda
-    bf16: bool  # bfloat16 autocast of the network on CUDA
+    precision: str  # fp32 | bf16: the arithmetic of the network's passes (equihash.nn.precision)
     deterministic: bool
     eval_every: int
     eval_size: int
@@ -56,6 +57,7 @@ class TrainingSettings:
             if field.type == "float":
                 values[field.name] = float(values[field.name])
         values["objective"] = MappingProxyType(dict(values["objective"]))
+        check_precision(values["precision"], where)
         return cls(**values)
 
     def replace(self, **changes) -> "TrainingSettings":

@@ -232,7 +232,7 @@ def run_config(wildcards):
     """Everything that determines the figures of one metrics.json: the task's data and noise
     settings (its bank request, noise, network, fingerprint bits, the Perlin block of a task
     that reads the Perlin file), the model parameters of this variant, the database
-    parameters, where the encoder ran (encode.device) and the multi-probe lookups (the shard
+    parameters, where and at which precision the encoder ran (encode.device, encode.precision) and the multi-probe lookups (the shard
     count is recorded beside it). Its sha256 is the provenance's config hash; results paths
     and cluster resources are not in it."""
     tc = task_config(wildcards)
@@ -249,5 +249,6 @@ def run_config(wildcards):
         "database": wildcards.db,
         "database_params": database_config(wildcards),
         "encode_device": config["encode"]["device"],
+        "encode_precision": config["encode"]["precision"],
         "multiprobe_lookups": config["evaluate"]["multiprobe_lookups"],
     }, SCHEMA, {})

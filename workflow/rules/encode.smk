@@ -13,6 +13,7 @@ rule encode_shard:
         data=task_data,
         noise=task_noise,
         device=config["encode"]["device"],
+        precision=config["encode"]["precision"],
     threads: job_threads("encode", local=2)
     resources:
         **job_resources("encode"),
@@ -57,6 +58,7 @@ rule encode_queries:
         data=task_data,
         noise=task_noise,
         device=config["encode"]["device"],
+        precision=config["encode"]["precision"],
     threads: job_threads("encode", local=2)
     resources:
         **job_resources("encode"),

@@ -1,0 +1,51 @@
+"""The arithmetic precision of the network's passes: ``fp32`` or ``bf16``.
+
+A model block's ``precision`` is the precision it trains in (and evaluates in during
+training); ``encode.precision`` is the one the encoder runs in. ``bf16`` runs the network
+under ``torch.autocast`` with bfloat16: convolutions and matrix products take bfloat16
+operands and accumulate in float32, normalisation and the logits stay float32. On a CPU
+with bfloat16 units (AVX512-BF16 or AMX-BF16) oneDNN runs those products on them; on
+another CPU torch emulates bfloat16, which is slower than float32, and a warning says so.
+On CUDA it uses the tensor cores.
+
+The two precisions round differently, so a fingerprint is a function of the precision:
+bf16 fingerprints are another artifact than fp32 ones (the encoder's identity records the
+precision, and merging shards of different precisions fails).
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import nullcontext
+
+import torch
+
+from equihash.io import InputError
+from equihash.nn.cpu import cpu_flags
+from equihash.progress import logger
+
+PRECISIONS = ("fp32", "bf16")
+BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU features that run bfloat16 products natively
+
+
+def check_precision(precision: str, where: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`; InputError naming ``where`` otherwise."""
+    if precision not in PRECISIONS:
+        raise InputError(f"{where}: precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+@functools.cache
+def _warn_emulated() -> None:
+    logger.warning("precision bf16 on a CPU without bfloat16 units (%s): torch emulates it, more slowly "
+                   "than fp32", " or ".join(BF16_UNITS))
+
+
+def precision_context(precision: str, device: torch.device):
+    """The context the network's passes run in on ``device`` at ``precision``."""
+    check_precision(precision, "precision")
+    if precision == "fp32":
+        return nullcontext()
+    if device.type == "cpu" and not any(feature in cpu_flags() for feature in BF16_UNITS):
+        _warn_emulated()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
