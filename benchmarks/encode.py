@@ -1,4 +1,4 @@
-"""Encoding speed. MnistMosaic target: at least 2,300 mosaics/s on 2 CPU cores (thesis code: 1,140/s).
+"""Encoding speed. MnistMosaic target: at least 10,000 mosaics/s on 2 CPU cores (thesis code: 1,140/s).
 
 Prints mosaics per second for generation alone (labels -> keyed noisy mosaics) and for
 the encoder (generation in a background thread + forward pass of the task's network,

@@ -5,9 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from equihash.nn.precision import in_float32
+
 
 class MnistMosaicCNN(nn.Module):
-    """(..., 56, 56) float images -> (..., k) logits; bit b of the fingerprint is logit_b > 0."""
+    """(..., 56, 56) float images -> (..., k) logits; bit b of the fingerprint is logit_b > 0.
+
+    ``head`` runs in float32 under any autocast (equihash.nn.precision)."""
 
     def __init__(self, nbits: int = 64):
         super().__init__()
@@ -36,4 +40,4 @@ class MnistMosaicCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-2]
         x = x.reshape(-1, 1, *x.shape[-2:])
-        return self.head(self.features(x)).reshape(*lead, self.nbits)
+        return in_float32(self.head, self.features(x)).reshape(*lead, self.nbits)

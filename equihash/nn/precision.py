@@ -2,8 +2,11 @@
 
 A model block's ``precision`` is the precision it trains in (and evaluates in during
 training); ``encode.precision`` is the one the encoder runs in. ``bf16`` runs the network
-under ``torch.autocast`` with bfloat16: convolutions and matrix products take bfloat16
-operands and accumulate in float32, normalisation and the logits stay float32. On a CPU
+under ``torch.autocast`` with bfloat16: the convolutions and matrix products of the trunk
+take bfloat16 operands and accumulate in float32, while the equihash head (the layers
+after the trunk, whose output signs are the bits) runs in float32 (:func:`in_float32`): with
+the head in bfloat16 too, 200 steps at the thesis settings learned measurably slower
+(docs/replication.md). On a CPU
 with bfloat16 units (AVX512-BF16 or AMX-BF16) oneDNN runs those products on them; on
 another CPU torch emulates bfloat16, which is slower than float32, and a warning says so.
 On CUDA it uses the tensor cores.
@@ -39,6 +42,12 @@ def check_precision(precision: str, where: str) -> str:
 def _warn_emulated() -> None:
     logger.warning("precision bf16 on a CPU without bfloat16 units (%s): torch emulates it, more slowly "
                    "than fp32", " or ".join(BF16_UNITS))
+
+
+def in_float32(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` in float32 whatever the enclosing autocast: the networks' equihash heads."""
+    with torch.autocast(x.device.type, enabled=False):
+        return module(x.float())
 
 
 def precision_context(precision: str, device: torch.device):

@@ -33,6 +33,8 @@ import math
 import torch
 from torch import nn
 
+from equihash.nn.precision import in_float32
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions (stride on the first) plus the shortcut; ResNet-18 and -34."""
@@ -134,9 +136,10 @@ class EquihashResNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, C, H, W) float images -> (n, k) logits."""
+        """(n, C, H, W) float images -> (n, k) logits; the head in float32 under any autocast
+        (equihash.nn.precision)."""
         x = self.pool(self.stages(self.stem(x)))
-        return self.head(torch.flatten(x, 1))
+        return in_float32(self.head, torch.flatten(x, 1))
 
 
 class Uint8ResNet(EquihashResNet):
