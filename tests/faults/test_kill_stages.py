@@ -97,7 +97,7 @@ def rerun_counting_work(stage: str, inputs: Path, work: Path, monkeypatch) -> in
                             lambda self, labels, *args: done.append(len(labels)) or logits(self, labels, *args))
     if stage == "train":
         step = Trainer.train_step
-        monkeypatch.setattr(Trainer, "train_step", lambda self: done.append(1) or step(self))
+        monkeypatch.setattr(Trainer, "train_step", lambda self, *args: done.append(1) or step(self, *args))
     with one_thread():
         STAGES[stage](inputs, work)
     return sum(done)
