@@ -1,5 +1,7 @@
 """Encoding: shards, their merge, queries and triplets (docs/method.md section 7)."""
 
+import threading
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -7,6 +9,7 @@ import torch
 
 from equihash.data.keyed import KeyedRandom
 from equihash.data.labels import write_labels
+from equihash import encode
 from equihash.encode import Encoder, encode_database_shard, encode_queries, merge_shards, shard_range
 from equihash.io import InputError, fingerprint_precision, read_columns, read_labels
 from equihash.nn import MnistMosaicCNN
@@ -68,6 +71,43 @@ def test_fingerprint_does_not_depend_on_where_a_batch_starts(setup):
     whole = encoder.logits(labels, rng, np.arange(300))
     tail = encoder.logits(labels[77:], rng, np.arange(77, 300))
     np.testing.assert_array_equal(whole[77:], tail)
+
+
+@pytest.mark.parametrize("lanes, threads", [(1, 1), (2, 2), (3, 1), (2, 3)])
+def test_lanes_give_the_logits_of_a_plain_loop(setup, monkeypatch, lanes, threads):
+    _, encoder = setup
+    labels = np.random.default_rng(3).integers(0, len(BANK), size=(300, 4), dtype=np.uint32)
+    ids = np.arange(1000, 1300)
+    rng = KeyedRandom(0, "test", "database")
+    plain = encoder.forward(encoder.mosaic.noisy(labels, rng, ids))
+    monkeypatch.setattr(encode, "LANES", lanes)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        np.testing.assert_array_equal(encoder.logits(labels, rng, ids), plain)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_failing_lane_stops_the_encoding(setup, monkeypatch):
+    _, encoder = setup
+    labels = np.random.default_rng(4).integers(0, len(BANK), size=(128 * 12, 4), dtype=np.uint32)
+    calls, noisy, failing = [], encoder.mosaic.noisy, threading.Event()
+
+    def flaky(batch, rng, ids, **kwargs):  # lane 0 makes batch 0, lane 1 batch 1 (rows 128..255)
+        calls.append(int(ids[0]))
+        if ids[0] == 128:
+            failing.set()
+            raise OSError("bank read failed")
+        failing.wait(10)  # lane 0 finishes its batch after lane 1 failed
+        return noisy(batch, rng, ids, **kwargs)
+
+    monkeypatch.setattr(encode, "LANES", 2)
+    monkeypatch.setattr(encoder.mosaic, "noisy", flaky)
+    with pytest.raises(OSError, match="bank read failed"):
+        encoder.logits(labels, KeyedRandom(0, "test", "database"), np.arange(len(labels)))
+    assert sorted(calls) == [0, 128]
 
 
 def test_precisions_are_different_artifacts_that_never_mix(setup):

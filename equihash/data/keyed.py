@@ -42,6 +42,10 @@ class KeyedRandom:
         self._generator = np.random.Generator(self._bitgen)
         self._state = self._bitgen.state
 
+    def copy(self) -> "KeyedRandom":
+        """The same stream, with a generator of its own (for another thread)."""
+        return KeyedRandom(self.seed, self.split, self.stream)
+
     def at(self, index: int, sub: int = 0) -> np.random.Generator:
         """Generator positioned at the start of item ``index`` (sub-item ``sub``).
 
