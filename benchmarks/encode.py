@@ -1,8 +1,8 @@
 """Encoding speed. MnistMosaic target: at least 10,000 mosaics/s on 2 CPU cores (thesis code: 1,140/s).
 
 Prints mosaics per second for generation alone (labels -> keyed noisy mosaics) and for
-the encoder (generation in a background thread + forward pass of the task's network,
-inference mode, channels-last), for several batch sizes and each ``--precision``, on ``--n``
+the encoder (``Encoder.logits``: generation and the forward pass of the task's network,
+inference mode, channels-last, in lanes of forward batches), for several batch sizes and each ``--precision``, on ``--n``
 database instances, and the forward pass's arithmetic rate in GFLOP/s at that speed and as
 a share of the machine's matmul peak in the same precision (benchmarks/flops.py). Weights, bank images and (for a task
 whose noise reads the Perlin file) Perlin fields are random: speed does not depend on them;

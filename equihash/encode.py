@@ -53,8 +53,9 @@ from equihash.train.loop import load_model, resolve_device
 
 ROW_GROUP = 1 << 20  # rows per Parquet row group of fingerprint files
 FORWARD_BATCH = 256  # part of the fingerprint definition; measured fastest on 2 CPU cores (benchmarks/encode.py)
-#: Forward batches encoded at once (Encoder.logits); each lane holds one batch's activations
-#: (3.5 GB for a bf16 ResNet-18 batch of OpenImages mosaics).
+#: Forward batches encoded at once (Encoder.logits), each lane holding one batch's
+#: activations: the OpenImagesMosaic encoder (ResNet-18) peaks at 3.4 GB in bf16 and 4.9 GB
+#: in fp32 (benchmarks/encode.py --task OpenImagesMosaic).
 LANES = 2
 PART_ROWS = 1 << 16  # rows per resumable part of a shard: at most this much work is lost to a kill
 PARTIAL_FORMAT = 1
