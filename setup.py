@@ -1,9 +1,11 @@
-"""Install equihash and build its Cython extension (the inverted-index core).
+"""Install equihash and build its Cython extensions (the inverted-index core, the keyed normals).
 
 torch is required as ``torch>=2.1``: on a CPU machine install the CPU build first
 (``pip install torch==2.13.0`` here, or ``--index-url .../whl/cpu``); on a GPU machine
 install the CUDA build of your choice first. pip then keeps the torch it finds.
 """
+
+from pathlib import Path
 
 import numpy as np
 from Cython.Build import cythonize
@@ -16,7 +18,17 @@ extensions = [
         include_dirs=[np.get_include()],
         extra_compile_args=["-O3"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    )
+    ),
+    Extension(
+        "equihash.data._keyed",
+        ["equihash/data/_keyed.pyx"],
+        include_dirs=[np.get_include()],
+        # numpy's compiled samplers (random_standard_normal_f), a static library numpy ships
+        library_dirs=[str(Path(np.random.__file__).parent / "lib")],
+        libraries=["npyrandom", "m"],
+        extra_compile_args=["-O3"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
 ]
 
 setup(

@@ -2,17 +2,19 @@
 
 Prints mosaics per second for generation alone (labels -> keyed noisy mosaics) and for
 the encoder (``Encoder.logits``: generation and the forward pass of the task's network,
-inference mode, channels-last, in lanes of forward batches), for several batch sizes and each ``--precision``, on ``--n``
-database instances, and the forward pass's arithmetic rate in GFLOP/s at that speed and as
-a share of the machine's matmul peak in the same precision (benchmarks/flops.py). Weights, bank images and (for a task
-whose noise reads the Perlin file) Perlin fields are random: speed does not depend on them;
-the noise and network settings are the task's in config/config.yaml.
+inference mode, channels-last, in lanes of forward batches), for several batch sizes and
+each ``--precision``, on ``--n`` database instances (the median of ``--repeats`` passes),
+and the forward pass's arithmetic rate in GFLOP/s at that speed and as a share of the
+machine's matmul peak in the same precision (benchmarks/flops.py). Weights, bank images
+and (for a task whose noise reads the Perlin file) Perlin fields are random: speed does
+not depend on them; the noise and network settings are the task's in config/config.yaml.
 
     python benchmarks/encode.py [--n 20000] [--batch-sizes 64 128 256 512 1024] [--precision fp32 bf16]
     python benchmarks/encode.py --task OpenImagesMosaic --n 512 --batch-sizes 64 256
 """
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +37,7 @@ def main():
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per row; the median is printed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -67,19 +70,26 @@ def main():
               "| share of peak |")
         print("|---:|---:|---|---:|---:|---:|")
         for bs in args.batch_sizes:
-            start = time.perf_counter()
-            for lo in range(0, args.n, bs):
-                mosaic.noisy(labels[lo:lo + bs], rng, ids[lo:lo + bs])
-            generation = args.n / (time.perf_counter() - start)
+            generation = args.n / median_seconds(
+                lambda: [mosaic.noisy(labels[lo:lo + bs], rng, ids[lo:lo + bs]) for lo in range(0, args.n, bs)],
+                args.repeats)
             for precision in args.precision:
                 encoder = Encoder(model, bank, perlin=perlin, batch_size=bs, precision=precision)
                 encoder.logits(labels[:bs], rng, ids[:bs])  # warm-up
-                start = time.perf_counter()
-                encoder.logits(labels, rng, ids)
-                encoding = args.n / (time.perf_counter() - start)
+                encoding = args.n / median_seconds(lambda: encoder.logits(labels, rng, ids), args.repeats)
                 rate = encoding * flops_per_mosaic / 1e9
                 print(f"| {bs} | {generation:,.0f} | {precision} | {encoding:,.0f} | {rate:,.1f} "
                       f"| {rate / peak[precision]:.1%} |")
+
+
+def median_seconds(run, repeats: int) -> float:
+    """The median wall time of ``repeats`` calls of ``run`` (this machine's timings vary by ~15%)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 if __name__ == "__main__":
