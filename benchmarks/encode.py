@@ -14,9 +14,7 @@ not depend on them; the noise and network settings are the task's in config/conf
 """
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ from equihash.data.keyed import KeyedRandom
 from equihash.encode import Encoder
 from equihash.tasks import build_network, get_task, make_mosaic, task_names
 from equihash.train.loop import save_model
-from flops import pass_flops, peak_line, peaks
+from flops import median_seconds, pass_flops, peak_line, peaks
 
 
 def main():
@@ -80,16 +78,6 @@ def main():
                 rate = encoding * flops_per_mosaic / 1e9
                 print(f"| {bs} | {generation:,.0f} | {precision} | {encoding:,.0f} | {rate:,.1f} "
                       f"| {rate / peak[precision]:.1%} |")
-
-
-def median_seconds(run, repeats: int) -> float:
-    """The median wall time of ``repeats`` calls of ``run`` (this machine's timings vary by ~15%)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,24 @@
 torch (``torch.utils.flop_counter``: convolutions and matrix products, a multiply-add
 counted as 2), against the rate of a large matrix product in the same precision.
 
-Imported by benchmarks/train_step.py and benchmarks/encode.py.
+Imported by benchmarks/train_step.py and benchmarks/encode.py, with their timer.
 """
 
+import statistics
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+
+def median_seconds(run, repeats: int) -> float:
+    """The median wall time of ``repeats`` calls of ``run`` (this machine's timings drift by up to 20%)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def pass_flops(net, x, *, backward: bool) -> int:

@@ -17,7 +17,6 @@ takes about 35 s per ShannonHamming step and 8 s per HashNet step on the same ma
 """
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
@@ -28,18 +27,9 @@ import yaml
 from equihash.data.mosaic import MnistMosaic
 from equihash.train.loop import OBJECTIVES, Trainer
 from equihash.train.shannon import shannon_gradient
-from flops import pass_flops, peak_line, peaks
+from flops import median_seconds, pass_flops, peak_line, peaks
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
-
-
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def trainer_for(model, args, **changes):
@@ -71,7 +61,7 @@ def main():
 
     z = torch.randn(2 * args.batches * args.batch_size, 64)
     shannon_gradient(z)
-    shannon = timed(lambda: shannon_gradient(z), args.steps)
+    shannon = median_seconds(lambda: shannon_gradient(z), args.steps)
 
     print(f"training step, k=64, {args.batches} x {args.batch_size} rows, {torch.get_num_threads()} threads; "
           f"seconds (median of {args.steps})")
@@ -88,8 +78,8 @@ def main():
         instances, _ = trainer.step_data(0)
         batches = instances.split(args.batch_size)
         flops = sum(pass_flops(trainer.net, batch, backward=True) for batch in batches)  # precision-free
-        network = timed(lambda: network_passes(trainer, batches), args.steps)
-        generation = timed(lambda: trainer.step_data(0), args.steps)
+        network = median_seconds(lambda: network_passes(trainer, batches), args.steps)
+        generation = median_seconds(lambda: trainer.step_data(0), args.steps)
         trainer.train_step()
         start = time.perf_counter()  # the training loop's steps: the next step's data made meanwhile
         trainer.run(stop_after=args.steps)
