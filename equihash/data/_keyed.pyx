@@ -3,7 +3,7 @@
 
 ``standard_normal_rows`` gives, row by row, exactly the numbers of
 ``np.random.Generator(Philox(key, counter=(0, index, sub, 0))).standard_normal(width,
-dtype=np.float32)``, about five times faster and without the GIL:
+dtype=np.float32)``, about four times faster and without the GIL:
 
 * The Philox-4x64-10 counter-based generator (Salmon et al., "Parallel random numbers:
   as easy as 1, 2, 3", SC 2011) is computed here, with numpy's conventions: the counter is
