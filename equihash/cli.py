@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from equihash import __version__
-from equihash.config import default_config
+from equihash.config import default_config, load_schema
 from equihash.io import InputError
 from equihash.tasks import get_task, task_names
 
@@ -65,6 +65,7 @@ DEFAULT_NBITS = _TASK["nbits"]
 DEFAULT_NB_SHARDS = _DEFAULTS["encode"]["nb_shards"]
 DEFAULT_DEVICE = _DEFAULTS["encode"]["device"]
 DEFAULT_PRECISION = _DEFAULTS["encode"]["precision"]
+PRECISIONS = load_schema()["properties"]["encode"]["properties"]["precision"]["enum"]  # auto, fp32, bf16
 DEFAULT_LOOKUPS = ",".join(map(str, _DEFAULTS["evaluate"]["multiprobe_lookups"]))
 DEFAULT_PERLIN = {key: _DEFAULTS["perlin"][key] for key in ("fields", "periods", "seed")}
 DEFAULT_FRACTIONS = next(block["bank"]["fractions"] for block in _DEFAULTS["tasks"].values()
@@ -499,9 +500,9 @@ SEED = arg("--seed", type=count, default=DEFAULT_DATABASE["seed"],
            help="database seed: keys every label and noise draw (default: %(default)s)")
 DEVICE = arg("--device", choices=("cpu", "cuda", "auto"), default=DEFAULT_DEVICE,
              help="where the network runs, config encode.device (default: %(default)s)")
-PRECISION = arg("--precision", choices=("fp32", "bf16"), default=DEFAULT_PRECISION,
-                help="arithmetic of the network's pass, config encode.precision; fp32 and bf16 fingerprints "
-                     "differ (default: %(default)s)")
+PRECISION = arg("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                help="arithmetic of the network's pass, config encode.precision (auto: bf16 where the device "
+                     "runs it natively, else fp32); fp32 and bf16 fingerprints differ (default: %(default)s)")
 CONFIG_FILES = arg("--config", action="append", metavar="CONFIG.yaml", help="configuration merged on top of "
                    "config/config.yaml, as snakemake --configfile (repeatable)")
 MODEL_FILE = arg("--model", required=True, metavar="MODEL_PT", help="trained model file (model.pt, written by train)")

@@ -47,7 +47,7 @@ from equihash.io import (InputError, atomic_path, check_schema, codes_array, col
                          fingerprint_schema, labels_type, logits_array, query_schema, read_label_rows, read_labels,
                          triplet_schema, write_json, write_table)
 from equihash.nn.cpu import cpu_flags, keep_freed_memory
-from equihash.nn.precision import check_precision, precision_context
+from equihash.nn.precision import precision_context, resolve_precision
 from equihash.progress import Progress, logger
 from equihash.train.loop import load_model, resolve_device
 
@@ -97,11 +97,11 @@ class Encoder:
         ``encode.device``). Instances are always generated on the CPU. A fingerprint is
         bit-identical for any shard or batch on one device; CUDA and CPU kernels round
         differently, so the device is part of a shard's resumption spec; ``precision``: the
-        arithmetic of the network's pass (``fp32`` or ``bf16``, config ``encode.precision``,
-        equihash.nn.precision), part of the spec too."""
+        arithmetic of the network's pass (``fp32``, ``bf16`` or ``auto``, config
+        ``encode.precision``, equihash.nn.precision), resolved on the device: part of the spec too."""
         keep_freed_memory()
         self.device = resolve_device(device)
-        self.precision = check_precision(precision, "encode")
+        self.precision = resolve_precision(precision, self.device, "encode")
         self.net, self.config = _loaded or load_model(model_path)
         self.net = self.net.to(self.device, memory_format=torch.channels_last)
         self.mosaic = make_mosaic(self.config["task"], bank, noise_sigma=self.config.get("noise_sigma"),

@@ -10,6 +10,7 @@ import torch
 from equihash.data.keyed import KeyedRandom
 from equihash.data.labels import write_labels
 from equihash import encode
+from equihash.nn import precision
 from equihash.encode import Encoder, encode_database_shard, encode_queries, merge_shards, shard_range
 from equihash.io import InputError, fingerprint_precision, read_columns, read_labels
 from equihash.nn import MnistMosaicCNN
@@ -108,6 +109,14 @@ def test_a_failing_lane_stops_the_encoding(setup, monkeypatch):
     with pytest.raises(OSError, match="bank read failed"):
         encoder.logits(labels, KeyedRandom(0, "test", "database"), np.arange(len(labels)))
     assert sorted(calls) == [0, 128]
+
+
+def test_an_encoder_records_the_precision_auto_resolved_to(monkeypatch, tmp_path):
+    save_model(MnistMosaicCNN(16), {"task": "MnistMosaic", "nbits": 16, "noise_sigma": 0.2}, tmp_path / "model.pt")
+    for flags, resolved in (({"avx2"}, "fp32"), ({"amx_bf16"}, "bf16")):
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+        encoder = Encoder(tmp_path / "model.pt", BANK, precision="auto")
+        assert encoder.precision == encoder.identity["precision"] == resolved
 
 
 def test_precisions_are_different_artifacts_that_never_mix(setup):

@@ -8,7 +8,7 @@ import torch
 import equihash.nn.precision as precision
 from equihash.io import InputError
 from equihash.nn import MnistMosaicCNN, Uint8ResNet
-from equihash.nn.precision import check_precision, precision_context
+from equihash.nn.precision import PRECISIONS, check_precision, precision_context, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -50,6 +50,21 @@ def test_an_unknown_precision_names_where_it_came_from():
         check_precision("fp16", "encode")
 
 
+@pytest.mark.parametrize("flags, resolved", [({"avx2", "avx512f"}, "fp32"), ({"avx2", "avx512_bf16"}, "bf16"),
+                                             ({"amx_bf16"}, "bf16")])
+def test_auto_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, flags, resolved):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    for device in ("cpu", CPU):
+        assert resolve_precision("auto", device, "encode") == resolved
+    if not torch.cuda.is_available():  # auto is the CPU here; a GPU torch does not see is not native
+        assert resolve_precision("auto", "auto", "encode") == resolved
+        assert resolve_precision("auto", "cuda", "encode") == "fp32"
+    for explicit in PRECISIONS:  # an explicit precision is kept, native or not
+        assert resolve_precision(explicit, "cpu", "encode") == explicit
+    with pytest.raises(InputError, match=r"encode: precision 'fp16'; expected one of auto, fp32, bf16"):
+        resolve_precision("fp16", "cpu", "encode")
+
+
 def test_bf16_on_a_cpu_without_bf16_units_warns_once(monkeypatch, caplog):
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
     precision._warn_emulated.cache_clear()
@@ -59,5 +74,5 @@ def test_bf16_on_a_cpu_without_bf16_units_warns_once(monkeypatch, caplog):
                 pass
     assert [r.message for r in caplog.records].count(
         "precision bf16 on a CPU without bfloat16 units (avx512_bf16 or amx_bf16): torch emulates it, "
-        "more slowly than fp32") == 1
+        "about ten times more slowly than fp32") == 1
     precision._warn_emulated.cache_clear()

@@ -18,6 +18,9 @@ import torch
 import yaml
 from PIL import Image
 
+from equihash.io import fingerprint_precision
+from equihash.nn.precision import resolve_precision
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
 RUN = "MnistMosaic/ShannonHamming/main/default"
@@ -83,6 +86,10 @@ def test_full_run_writes_every_artifact_and_metrics(run):
     assert list(metrics) == ["task", "model", "variant", "database", "nbits", "database_size",
                              "internal_collisions", "equidict", "equiset", "binary", "multiprobe", "provenance"]
     assert metrics["provenance"]["nb_shards"] == 2 and len(metrics["provenance"]["config_sha256"]) == 64
+    # encode.precision auto (the default) is resolved once, where snakemake runs, and recorded resolved
+    run_config = json.loads((results / "metrics" / RUN / "run_config.json").read_text())
+    assert run_config["encode_precision"] == resolve_precision("auto", "cpu", "encode")
+    assert fingerprint_precision(results / "fingerprints" / RUN / "database.parquet") == run_config["encode_precision"]
     assert metrics["database_size"] == 3000 and metrics["nbits"] == 64
     assert [e["lookups"] for e in metrics["multiprobe"]] == [1, 4, 16]
     assert metrics["multiprobe"][0]["recall"] == metrics["equidict"]["recall"]

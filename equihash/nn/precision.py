@@ -14,6 +14,10 @@ On CUDA it uses the tensor cores.
 The two precisions round differently, so a fingerprint is a function of the precision:
 bf16 fingerprints are another artifact than fp32 ones (the encoder's identity records the
 precision, and merging shards of different precisions fails).
+
+``encode.precision`` may also be ``auto`` (its default): bf16 where the device runs
+bfloat16 natively, fp32 elsewhere (:func:`resolve_precision`), as emulated bfloat16 is
+about ten times slower than float32 (docs/replication.md, fp32 against bf16).
 """
 
 from __future__ import annotations
@@ -28,20 +32,41 @@ from equihash.nn.cpu import cpu_flags
 from equihash.progress import logger
 
 PRECISIONS = ("fp32", "bf16")
+AUTO = "auto"  # encoding only: bf16 where the device runs it natively, else fp32
 BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU features that run bfloat16 products natively
 
 
-def check_precision(precision: str, where: str) -> str:
-    """``precision`` if it is one of :data:`PRECISIONS`; InputError naming ``where`` otherwise."""
-    if precision not in PRECISIONS:
-        raise InputError(f"{where}: precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+def check_precision(precision: str, where: str, choices: tuple[str, ...] = PRECISIONS) -> str:
+    """``precision`` if it is one of ``choices``; InputError naming ``where`` otherwise."""
+    if precision not in choices:
+        raise InputError(f"{where}: precision {precision!r}; expected one of {', '.join(choices)}")
     return precision
+
+
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether ``device`` (``cpu``, ``cuda``, ``auto`` or a torch device) runs bfloat16 natively,
+    as far as this machine can tell: a CPU with :data:`BF16_UNITS`, or a CUDA GPU of compute
+    capability 8.0 or later (Ampere on) that torch sees here. ``auto``: CUDA where torch sees
+    a GPU, else the CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+    return device.type == "cpu" and any(feature in cpu_flags() for feature in BF16_UNITS)
+
+
+def resolve_precision(precision: str, device: str | torch.device, where: str) -> str:
+    """``precision``, ``auto`` resolved for ``device``: bf16 where :func:`native_bf16`, else fp32."""
+    if precision == AUTO:
+        return "bf16" if native_bf16(device) else "fp32"
+    return check_precision(precision, where, (AUTO, *PRECISIONS))
 
 
 @functools.cache
 def _warn_emulated() -> None:
-    logger.warning("precision bf16 on a CPU without bfloat16 units (%s): torch emulates it, more slowly "
-                   "than fp32", " or ".join(BF16_UNITS))
+    logger.warning("precision bf16 on a CPU without bfloat16 units (%s): torch emulates it, about ten times "
+                   "more slowly than fp32", " or ".join(BF16_UNITS))
 
 
 def in_float32(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -55,6 +80,6 @@ def precision_context(precision: str, device: torch.device):
     check_precision(precision, "precision")
     if precision == "fp32":
         return nullcontext()
-    if device.type == "cpu" and not any(feature in cpu_flags() for feature in BF16_UNITS):
+    if device.type == "cpu" and not native_bf16(device):
         _warn_emulated()
     return torch.autocast(device.type, dtype=torch.bfloat16)

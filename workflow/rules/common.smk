@@ -6,6 +6,7 @@ import yaml
 from equihash.bundle import pretrained_path
 from equihash.config import bank_request, canonical, check_config, compared_models, load_schema, load_variants
 from equihash.nn.perceptual import HASH_BITS
+from equihash.nn.precision import resolve_precision
 from equihash.layout import bank_location, perlin_file, template
 from equihash.report.runs import configured_runs
 from equihash.tasks import get_task, task_names
@@ -19,6 +20,11 @@ SCHEMA = load_schema()  # config/schema.yaml with each registered task's block
 # for numbers as floats): Snakemake compares params by their text, so a restated default in
 # another key order, or 10 for 10.0, must not rerun anything.
 config.update(canonical(dict(config), SCHEMA))
+# encode.precision auto is resolved here, on the machine that runs Snakemake, so that every
+# shard and query of a database is encoded at one precision, and the rules' params and the
+# provenance hold the one used (on a cluster whose nodes differ from this machine, set it).
+config["encode"]["precision"] = resolve_precision(config["encode"]["precision"], config["encode"]["device"],
+                                                  "encode")
 
 R = config["results"]
 # (task, model) -> {table: {variant: model block}}: the rows of <variants>/<task>/<model>/<table>.tsv
