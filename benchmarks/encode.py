@@ -23,9 +23,10 @@ import torch
 from equihash.config import default_config
 from equihash.data.keyed import KeyedRandom
 from equihash.encode import Encoder
+from equihash.nn.precision import PRECISIONS
 from equihash.tasks import build_network, get_task, make_mosaic, task_names
 from equihash.train.loop import save_model
-from flops import median_seconds, pass_flops, peak_line, peaks
+from flops import median_seconds, native_precisions, pass_flops, peak_line, peaks
 
 
 def main():
@@ -34,7 +35,8 @@ def main():
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--precision", nargs="+", default=native_precisions(), choices=PRECISIONS,
+                        help="default: those this CPU runs natively (bf16 needs bfloat16 units)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per row; the median is printed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,7 +64,7 @@ def main():
         flops_per_mosaic = pass_flops(net.to(memory_format=torch.channels_last), example, backward=False) / 64
         print(f"{args.n} {args.task} instances, {type(net).__name__} k=64, {args.threads} threads, "
               f"{flops_per_mosaic / 1e6:.1f} MFLOP per forward pass of one mosaic")
-        peak = peaks()
+        peak = peaks(args.precision)
         print(peak_line(peak))
         print("| batch size | generation (mosaics/s) | precision | encoder (mosaics/s) | network GFLOP/s at that rate "
               "| share of peak |")

@@ -11,6 +11,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from equihash.nn.precision import PRECISIONS, native_bf16
+
 
 def median_seconds(run, repeats: int) -> float:
     """The median wall time of ``repeats`` calls of ``run`` (this machine's timings drift by up to 20%)."""
@@ -48,12 +50,22 @@ def matmul_peak_gflops(dtype=torch.float32, n: int = 4096, repeats: int = 5) -> 
     return 2 * n**3 / best / 1e9
 
 
-def peaks() -> dict[str, float]:
-    """The matmul peak of each precision (``fp32``, ``bf16``: equihash.nn.precision), GFLOP/s."""
-    return {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+def native_precisions() -> list[str]:
+    """The precisions this machine's CPU runs natively (bf16 needs bfloat16 units): the
+    benchmarks' default ``--precision``."""
+    return [p for p in PRECISIONS if p == "fp32" or native_bf16("cpu")]
+
+
+def peaks(precisions) -> dict[str, float]:
+    """The matmul peak of each of ``precisions`` (``fp32``, ``bf16``), GFLOP/s. Emulated
+    bfloat16 runs at about 1 GFLOP/s, so there it is measured on 1024 x 1024 products (a
+    4096 product would take minutes)."""
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    return {p: matmul_peak_gflops(dtypes[p], n=4096 if p in native_precisions() else 1024) for p in precisions}
 
 
 def peak_line(peak: dict[str, float]) -> str:
-    """One line: the float32 and bfloat16 matmul peaks of this machine."""
-    return (f"machine peak (4096 x 4096 matmul, {torch.get_num_threads()} threads): {peak['fp32']:,.0f} GFLOP/s "
-            f"float32, {peak['bf16']:,.0f} GFLOP/s bfloat16")
+    """One line: the matmul peak of each measured precision on this machine."""
+    rates = ", ".join(f"{rate:,.0f} GFLOP/s {precision}" + ("" if precision in native_precisions() else " (emulated)")
+                      for precision, rate in peak.items())
+    return f"machine peak (large square matmul, {torch.get_num_threads()} threads): {rates}"

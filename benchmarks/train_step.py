@@ -25,9 +25,10 @@ import torch
 import yaml
 
 from equihash.data.mosaic import MnistMosaic
+from equihash.nn.precision import PRECISIONS
 from equihash.train.loop import OBJECTIVES, Trainer
 from equihash.train.shannon import shannon_gradient
-from flops import median_seconds, pass_flops, peak_line, peaks
+from flops import median_seconds, native_precisions, pass_flops, peak_line, peaks
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 
@@ -56,7 +57,8 @@ def main():
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
-    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--precision", nargs="+", default=native_precisions(), choices=PRECISIONS,
+                        help="default: those this CPU runs natively (bf16 needs bfloat16 units)")
     args = parser.parse_args()
 
     z = torch.randn(2 * args.batches * args.batch_size, 64)
@@ -65,7 +67,7 @@ def main():
 
     print(f"training step, k=64, {args.batches} x {args.batch_size} rows, {torch.get_num_threads()} threads; "
           f"seconds (median of {args.steps})")
-    peak = peaks()
+    peak = peaks(args.precision)
     print(peak_line(peak))
     print("| objective | precision | instances | data generation | network forward + backward | whole step | ratio "
           "| network GFLOP/s | share of peak | whole step GFLOP/s |")
