@@ -65,7 +65,7 @@ DEFAULT_NBITS = _TASK["nbits"]
 DEFAULT_NB_SHARDS = _DEFAULTS["encode"]["nb_shards"]
 DEFAULT_DEVICE = _DEFAULTS["encode"]["device"]
 DEFAULT_PRECISION = _DEFAULTS["encode"]["precision"]
-PRECISIONS = load_schema()["properties"]["encode"]["properties"]["precision"]["enum"]  # auto, fp32, bf16
+ENCODE_PRECISIONS = load_schema()["properties"]["encode"]["properties"]["precision"]["enum"]  # auto, fp32, bf16
 DEFAULT_LOOKUPS = ",".join(map(str, _DEFAULTS["evaluate"]["multiprobe_lookups"]))
 DEFAULT_PERLIN = {key: _DEFAULTS["perlin"][key] for key in ("fields", "periods", "seed")}
 DEFAULT_FRACTIONS = next(block["bank"]["fractions"] for block in _DEFAULTS["tasks"].values()
@@ -500,7 +500,7 @@ SEED = arg("--seed", type=count, default=DEFAULT_DATABASE["seed"],
            help="database seed: keys every label and noise draw (default: %(default)s)")
 DEVICE = arg("--device", choices=("cpu", "cuda", "auto"), default=DEFAULT_DEVICE,
              help="where the network runs, config encode.device (default: %(default)s)")
-PRECISION = arg("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+PRECISION = arg("--precision", choices=ENCODE_PRECISIONS, default=DEFAULT_PRECISION,
                 help="arithmetic of the network's pass, config encode.precision (auto: bf16 where the device "
                      "runs it natively, else fp32); fp32 and bf16 fingerprints differ (default: %(default)s)")
 CONFIG_FILES = arg("--config", action="append", metavar="CONFIG.yaml", help="configuration merged on top of "
