@@ -65,6 +65,7 @@ DEFAULT_NBITS = _TASK["nbits"]
 DEFAULT_NB_SHARDS = _DEFAULTS["encode"]["nb_shards"]
 DEFAULT_DEVICE = _DEFAULTS["encode"]["device"]
 DEFAULT_PRECISION = _DEFAULTS["encode"]["precision"]
+DEFAULT_FORWARD_BATCH = _DEFAULTS["encode"]["forward_batch"]
 ENCODE_PRECISIONS = load_schema()["properties"]["encode"]["properties"]["precision"]["enum"]  # auto, fp32, bf16
 DEFAULT_LOOKUPS = ",".join(map(str, _DEFAULTS["evaluate"]["multiprobe_lookups"]))
 DEFAULT_PERLIN = {key: _DEFAULTS["perlin"][key] for key in ("fields", "periods", "seed")}
@@ -217,13 +218,15 @@ def training_settings(config_path, task: str, model: str,
     return nbits, options, settings
 
 
-def encoder_for(args, precision: str | None = None):
+def encoder_for(args, **encoding):
     """The trained network of ``--model`` on the ``--split`` images of ``--bank`` (equihash.encode.Encoder),
-    at ``precision`` (default ``--precision``)."""
+    with ``encoding``'s precision and forward batch, by default ``--precision`` and ``--forward-batch``."""
     from equihash.encode import Encoder
 
     return Encoder.for_split(args.model, split=args.split, bank=args.bank, perlin=args.perlin,
-                             device=getattr(args, "device", "cpu"), precision=precision or args.precision)
+                             device=getattr(args, "device", "cpu"),
+                             precision=encoding.get("precision", getattr(args, "precision", None)),
+                             batch_size=encoding.get("forward_batch", getattr(args, "forward_batch", None)))
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -363,12 +366,14 @@ def run_search(args) -> None:
         except ValueError:
             raise InputError(f"--label '{args.label}': expected bank ids separated by commas") from None
     encoder = None
-    if args.model is not None:  # at the precision of the run's fingerprints
-        from equihash.io import fingerprint_precision
+    if args.model is not None:  # with the precision and forward batch of the run's fingerprints
+        from equihash import encode
+        from equihash.io import fingerprint_encoding
 
         set_threads(args)
         database = Path(args.fingerprints_dir) / "database.parquet"
-        encoder = encoder_for(args, (fingerprint_precision(database) if database.is_file() else None) or "fp32")
+        recorded = fingerprint_encoding(database) if database.is_file() else {}
+        encoder = encoder_for(args, **{"precision": "fp32", "forward_batch": encode.FORWARD_BATCH, **recorded})
     if encoder is not None:
         mosaic = encoder.mosaic
     else:
@@ -503,6 +508,9 @@ DEVICE = arg("--device", choices=("cpu", "cuda", "auto"), default=DEFAULT_DEVICE
 PRECISION = arg("--precision", choices=ENCODE_PRECISIONS, default=DEFAULT_PRECISION,
                 help="arithmetic of the network's pass, config encode.precision (auto: bf16 where the device "
                      "runs it natively, else fp32); fp32 and bf16 fingerprints differ (default: %(default)s)")
+FORWARD_BATCH = arg("--forward-batch", type=positive, default=DEFAULT_FORWARD_BATCH, metavar="B",
+                    help="instances per network pass, config encode.forward_batch: part of the fingerprint "
+                         "definition, as the precision (default: %(default)s)")
 CONFIG_FILES = arg("--config", action="append", metavar="CONFIG.yaml", help="configuration merged on top of "
                    "config/config.yaml, as snakemake --configfile (repeatable)")
 MODEL_FILE = arg("--model", required=True, metavar="MODEL_PT", help="trained model file (model.pt, written by train)")
@@ -576,7 +584,7 @@ COMMANDS: dict[str, Command] = {
     ], uses_torch=True),
     "encode": Command(run_encode, [
         arg("out", metavar="OUT", help="shard file to write (Parquet: id uint64, code fixed_size_binary[k/8])"),
-        MODEL_FILE, BANK, PERLIN, DEVICE, PRECISION,
+        MODEL_FILE, BANK, PERLIN, DEVICE, PRECISION, FORWARD_BATCH,
         arg("--labels", required=True, metavar="DATABASE_PARQUET",
             help="database labels (database.parquet, written by labels)"),
         SPLIT, SEED,
@@ -594,7 +602,7 @@ COMMANDS: dict[str, Command] = {
     "encode-queries": Command(run_encode_queries, [
         arg("out_dir", metavar="OUT_DIR", help="folder receiving positive_queries.parquet, "
             "negative_queries.parquet and triplets.parquet"),
-        MODEL_FILE, BANK, PERLIN, DEVICE, PRECISION,
+        MODEL_FILE, BANK, PERLIN, DEVICE, PRECISION, FORWARD_BATCH,
         arg("--labels-dir", required=True, metavar="LABELS_DIR", help="folder written by labels"),
         SPLIT, SEED,
     ], uses_torch=True),

@@ -4,13 +4,16 @@ Database instance ``i`` is the noisy mosaic of ``labels[i]`` with the noise of i
 of the keyed stream ``(seed, split, "database")``; positive and negative queries and the
 three members of each triplet have streams of their own.
 
-The network always runs on batches of exactly ``FORWARD_BATCH`` instances (the last one
-padded): CPU kernels round differently for different batch sizes, though never for
-different batch contents or positions, so a fixed forward batch makes every fingerprint
-independent of where a shard starts, and the merged database byte-identical for any
-shard count. The fingerprint of an instance is thus a function of (model file, bank
-split, labels row, seed, split, position, FORWARD_BATCH, precision); how the work is cut (shards,
-parts, row groups, resumptions) never changes it.
+The network always runs on batches of exactly the *forward batch* of instances
+(``encode.forward_batch``, default :data:`FORWARD_BATCH`; the last batch padded): CPU kernels
+round differently for different batch sizes, though never for different batch contents or
+positions, so a fixed forward batch makes every fingerprint independent of where a shard
+starts, and the merged database byte-identical for any shard count. The fingerprint of an
+instance is thus a function of (model file, bank split, labels row, seed, split, position,
+forward batch, precision); how the work is cut (shards, parts, row groups, resumptions) never
+changes it. Fingerprint files record the forward batch and the precision in their schema
+metadata (``equihash.io.fingerprint_encoding``), and the merge refuses shards that differ in
+either.
 
 Resumable shards. A shard is encoded in *parts* of ``part_rows`` rows; each finished
 part is saved (atomically) in ``.{shard file}.partial/`` beside the shard file, together
@@ -43,7 +46,7 @@ import torch
 from equihash.codes import pack_codes
 from equihash.data.keyed import KeyedRandom
 from equihash.tasks import array_identity, make_mosaic, open_bank
-from equihash.io import (InputError, atomic_path, check_schema, codes_array, column_to_numpy, fingerprint_precision,
+from equihash.io import (InputError, atomic_path, check_schema, codes_array, column_to_numpy, fingerprint_encoding,
                          fingerprint_schema, labels_type, logits_array, query_schema, read_label_rows, read_labels,
                          triplet_schema, write_json, write_table)
 from equihash.nn.cpu import cpu_flags, keep_freed_memory
@@ -52,7 +55,7 @@ from equihash.progress import Progress, logger
 from equihash.train.loop import load_model, resolve_device
 
 ROW_GROUP = 1 << 20  # rows per Parquet row group of fingerprint files
-FORWARD_BATCH = 256  # part of the fingerprint definition; measured fastest on 2 CPU cores (benchmarks/encode.py)
+FORWARD_BATCH = 256  # the default forward batch, config encode.forward_batch's (tests/test_encode.py checks)
 #: Forward batches encoded at once (Encoder.logits), each lane holding one batch's
 #: activations: the OpenImagesMosaic encoder (ResNet-18) peaks at 3.4 GB in bf16 and 4.9 GB
 #: in fp32 (benchmarks/encode.py --task OpenImagesMosaic).
@@ -98,7 +101,8 @@ class Encoder:
         bit-identical for any shard or batch on one device; CUDA and CPU kernels round
         differently, so the device is part of a shard's resumption spec; ``precision``: the
         arithmetic of the network's pass (``fp32``, ``bf16`` or ``auto``, config
-        ``encode.precision``, equihash.nn.precision), resolved on the device: part of the spec too."""
+        ``encode.precision``, equihash.nn.precision), resolved on the device: part of the spec too;
+        ``batch_size``: the forward batch (``encode.forward_batch``, see the module docstring)."""
         keep_freed_memory()
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device, "encode")
@@ -108,6 +112,8 @@ class Encoder:
                                   perlin=perlin)
         self.nbits = self.config["nbits"]
         self.batch_size = batch_size
+        #: what a fingerprint file records of its encoder (equihash.io.fingerprint_encoding)
+        self.encoding = {"precision": self.precision, "forward_batch": batch_size}
         self.identity = {  # what a fingerprint depends on besides its labels, seed, split and position
             "model_sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest(),
             "bank_sha256": array_identity(self.mosaic.bank),
@@ -123,7 +129,8 @@ class Encoder:
 
     @classmethod
     def for_split(cls, model_path, *, split: str, bank, perlin=None, in_memory: bool = False,
-                  noise_sigma: float | None = None, device: str = "cpu", precision: str = "fp32") -> "Encoder":
+                  noise_sigma: float | None = None, device: str = "cpu", precision: str = "fp32",
+                  batch_size: int = FORWARD_BATCH) -> "Encoder":
         """The encoder of a model on split ``split`` of the bank ``bank`` (arguments as
         ``equihash.tasks.open_mosaic``). The noise is the one the model was trained
         with; a ``noise_sigma`` that differs from the model's is an error."""
@@ -132,7 +139,8 @@ class Encoder:
             raise InputError(f"{model_path}: the model was trained with noise_sigma {config.get('noise_sigma')}, "
                              f"the configuration asks for {noise_sigma}")
         images = open_bank(config["task"], bank, split, in_memory=in_memory)
-        return cls(model_path, images, perlin=perlin, device=device, precision=precision, _loaded=(net, config))
+        return cls(model_path, images, perlin=perlin, device=device, precision=precision, batch_size=batch_size,
+                   _loaded=(net, config))
 
     def check_labels(self, labels: np.ndarray, path, *, column: str = "labels", first_row: int = 0) -> np.ndarray:
         """``labels`` (rows ``first_row``.. of ``column`` of ``path``), or InputError naming the first
@@ -302,7 +310,7 @@ def encode_database_shard(encoder: Encoder, labels_path, *, seed: int, split: st
     check_schema(labels_path, {"labels": labels_type(encoder.mosaic.cells)})
     start, stop = shard_range(pq.ParquetFile(labels_path).metadata.num_rows, shard, nb_shards)
     rng = KeyedRandom(seed, split, "database")
-    schema = fingerprint_schema(encoder.nbits // 8, encoder.precision)
+    schema = fingerprint_schema(encoder.nbits // 8, encoder.encoding)
     spec = {"format": PARTIAL_FORMAT, **encoder.identity, "seed": seed, "split": split, "shard": shard,
             "nb_shards": nb_shards, "start": start, "stop": stop, "part_rows": part_rows}
     parts = ShardParts(partial_dir(out_path), spec)
@@ -323,23 +331,30 @@ def encode_database_shard(encoder: Encoder, labels_path, *, seed: int, split: st
     parts.discard()
 
 
+def describe(encoding: dict) -> str:
+    """``precision bf16, forward batch 256``: a fingerprint file's encoding, for messages."""
+    return ", ".join(f"{name.replace('_', ' ')} {encoding.get(name, 'unrecorded')}"
+                     for name in ("precision", "forward_batch"))
+
+
 def merge_shards(shard_paths, out_path, nbytes: int) -> int:
     """Concatenate shards in order into one file; checks that ids form one contiguous range 0..N-1.
 
     Row groups are re-cut to ``ROW_GROUP`` rows, so the bytes do not depend on the shard count.
     Every shard's schema is checked before anything is written, and every shard must record
-    the same precision (fp32 and bf16 fingerprints never mix in one database; the merged
-    file records it); a progress bar ``merge <n> shards`` counts the rows copied.
+    the same precision and forward batch (fingerprints of different ones never mix in one
+    database; the merged file records them); a progress bar ``merge <n> shards`` counts the
+    rows copied.
     """
     shard_paths = [Path(path) for path in shard_paths]
-    precisions = {path: fingerprint_precision(path) for path in shard_paths}
+    encodings = {path: fingerprint_encoding(path) for path in shard_paths}
     first = shard_paths[0] if shard_paths else None
-    for path, precision in precisions.items():
-        if precision != precisions[first]:
-            raise InputError(f"{path}: fingerprints encoded at precision {precision}, {first} at "
-                             f"{precisions[first]}; the shards of one database are encoded at one "
-                             "precision (encode.precision): encode them again")
-    schema = fingerprint_schema(nbytes, precisions.get(first))
+    for path, encoding in encodings.items():
+        if encoding != encodings[first]:
+            raise InputError(f"{path}: fingerprints encoded with {describe(encoding)}, {first} with "
+                             f"{describe(encodings[first])}; the shards of one database are encoded with one "
+                             "encode.precision and encode.forward_batch: encode them again")
+    schema = fingerprint_schema(nbytes, encodings.get(first))
     for path in shard_paths:
         check_schema(path, {"id": pa.uint64(), "code": schema.field("code").type})
     total = 0
@@ -389,7 +404,7 @@ def encode_queries(encoder: Encoder, labels_dir, *, seed: int, split: str, out_p
         with Progress(len(labels), f"encode {name}", "mosaic") as bar:
             logits = encoder.logits(labels, KeyedRandom(seed, split, name), ids, bar)
         table = pa.table([pa.array(ids), codes_array(pack_codes(logits)), logits_array(logits)],
-                         schema=query_schema(nbytes, encoder.precision))
+                         schema=query_schema(nbytes, encoder.encoding))
         write_table(table, out)
     pairs_path = labels_dir / "negative_pairs.parquet"
     kind = labels_type(encoder.mosaic.cells)

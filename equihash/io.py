@@ -215,29 +215,37 @@ def logits_array(logits: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1])
 
 
-#: Key of a fingerprint file's schema metadata naming the precision its network ran at (fp32 | bf16).
-PRECISION_KEY = b"equihash.precision"
+#: Schema metadata of a fingerprint file: the encoder settings its fingerprints depend on besides
+#: the model, the bank and the keys of its instances (encode.precision, encode.forward_batch).
+ENCODING_KEYS = {"precision": b"equihash.precision", "forward_batch": b"equihash.forward_batch"}
 
 
-def _with_precision(schema: pa.Schema, precision: str | None) -> pa.Schema:
-    return schema if precision is None else schema.with_metadata({PRECISION_KEY: precision.encode()})
+def _with_encoding(schema: pa.Schema, encoding: dict | None) -> pa.Schema:
+    if not encoding:
+        return schema
+    return schema.with_metadata({ENCODING_KEYS[name]: str(value).encode() for name, value in encoding.items()})
 
 
-def fingerprint_schema(nbytes: int, precision: str | None = None) -> pa.Schema:
-    """`id`, `code`; ``precision``: the encoder's, kept in the schema metadata (:data:`PRECISION_KEY`)."""
-    return _with_precision(pa.schema([("id", pa.uint64()), ("code", code_type(nbytes))]), precision)
+def fingerprint_schema(nbytes: int, encoding: dict | None = None) -> pa.Schema:
+    """`id`, `code`; ``encoding``: the encoder's settings, kept in the schema metadata
+    (:data:`ENCODING_KEYS`)."""
+    return _with_encoding(pa.schema([("id", pa.uint64()), ("code", code_type(nbytes))]), encoding)
 
 
-def query_schema(nbytes: int, precision: str | None = None) -> pa.Schema:
-    return _with_precision(pa.schema(
+def query_schema(nbytes: int, encoding: dict | None = None) -> pa.Schema:
+    return _with_encoding(pa.schema(
         [("id", pa.uint64()), ("code", code_type(nbytes)), ("logits", pa.list_(pa.float32(), 8 * nbytes))]
-    ), precision)
+    ), encoding)
 
 
-def fingerprint_precision(path) -> str | None:
-    """The precision a fingerprint file records (None for a file written without one)."""
-    value = (pq.read_schema(path).metadata or {}).get(PRECISION_KEY)
-    return None if value is None else value.decode()
+def fingerprint_encoding(path) -> dict:
+    """The encoder settings a fingerprint file records: ``precision`` (fp32 | bf16) and
+    ``forward_batch`` (int), each only if the file has it (older files lack the forward batch)."""
+    metadata = pq.read_schema(path).metadata or {}
+    found = {name: metadata[key].decode() for name, key in ENCODING_KEYS.items() if key in metadata}
+    if "forward_batch" in found:
+        found["forward_batch"] = int(found["forward_batch"])
+    return found
 
 
 def triplet_schema(nbytes: int) -> pa.Schema:

@@ -16,11 +16,13 @@ import torch
 import yaml
 
 from equihash.cli import COMMANDS, DEFAULT_PERLIN, build_parser, main
+from equihash.io import fingerprint_encoding
 from equihash.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 NBITS, DATABASE_SIZE, QUERIES = 16, 500, 8
+FORWARD_BATCH = 64  # not config/config.yaml's: the chain's encoding commands are given it
 LABEL_FILES = ("database", "positive_queries", "negative_queries", "negative_pairs")
 
 
@@ -71,10 +73,11 @@ def chain(tmp_path_factory):
     assert run("train", p["model"], "--bank", p["bank"], "--config", p["config"], "--threads", 2) == 0
     for i, shard in enumerate(shards):
         assert run("encode", shard, "--model", model_pt, "--bank", p["bank"], "--labels",
-                   p["labels"] / "database.parquet", "--shard", i, "--nb-shards", 2, "--threads", 2) == 0
+                   p["labels"] / "database.parquet", "--shard", i, "--nb-shards", 2, "--forward-batch", FORWARD_BATCH,
+                   "--threads", 2) == 0
     assert run("merge", p["fp"] / "database.parquet", *shards, "--nbits", NBITS) == 0
     assert run("encode-queries", p["fp"], "--model", model_pt, "--bank", p["bank"],
-               "--labels-dir", p["labels"], "--threads", 2) == 0
+               "--labels-dir", p["labels"], "--forward-batch", FORWARD_BATCH, "--threads", 2) == 0
     assert run("index", p["index"], "--database", p["fp"] / "database.parquet") == 0
     assert run("evaluate", p["metrics"], "--index-dir", p["index"], "--labels-dir", p["labels"],
                "--fingerprints-dir", p["fp"], "--lookups", "1,2,4") == 0
@@ -136,13 +139,15 @@ def test_cli_artifacts_are_byte_identical_to_the_library_called_directly(chain, 
             (chain["labels"] / f"{name}.parquet").read_bytes(), name
 
     encoder = Encoder(chain["model"] / "model.pt", read_bank(chain["bank"], "test"),
-                      precision=DEFAULT_CONFIG["encode"]["precision"])
+                      precision=DEFAULT_CONFIG["encode"]["precision"], batch_size=FORWARD_BATCH)
     encode_database_shard(encoder, chain["labels"] / "database.parquet", seed=0, split="test", shard=0,
                           nb_shards=1, out_path=tmp_path / "0-of-1.parquet")
     assert merge_shards([tmp_path / "0-of-1.parquet"], tmp_path / "database.parquet", nbytes=NBITS // 8) \
         == DATABASE_SIZE
     merged = (chain["fp"] / "database.parquet").read_bytes()
     assert (tmp_path / "database.parquet").read_bytes() == merged
+    for name in ("database", "positive_queries", "negative_queries"):
+        assert fingerprint_encoding(chain["fp"] / f"{name}.parquet") == encoder.encoding, name
     ids = pq.read_table(chain["fp"] / "database.parquet")["id"].to_numpy()
     assert np.array_equal(ids, np.arange(DATABASE_SIZE))
 
@@ -184,10 +189,11 @@ OPTIONS = {
     "labels": ["OUT_DIR", "--bank", "--split", "--size", "--positive-queries", "--negative-queries",
                "--negative-pairs", "--seed", "--task"],
     "train": ["MODEL_DIR", "--bank", "--perlin", "--config", "--task", "--model", "--steps", "--threads"],
-    "encode": ["OUT", "--model", "--bank", "--perlin", "--device", "--labels", "--split", "--seed", "--shard", "--nb-shards",
-               "--threads"],
+    "encode": ["OUT", "--model", "--bank", "--perlin", "--device", "--precision", "--forward-batch", "--labels",
+               "--split", "--seed", "--shard", "--nb-shards", "--threads"],
     "merge": ["OUT", "SHARD", "--nbits"],
-    "encode-queries": ["OUT_DIR", "--model", "--bank", "--perlin", "--device", "--labels-dir", "--split", "--seed", "--threads"],
+    "encode-queries": ["OUT_DIR", "--model", "--bank", "--perlin", "--device", "--precision", "--forward-batch",
+                       "--labels-dir", "--split", "--seed", "--threads"],
     "index": ["OUT_DIR", "--database", "--partitions"],
     "evaluate": ["OUT_JSON", "--index-dir", "--labels-dir", "--fingerprints-dir", "--lookups", "--task",
                  "--model", "--variant", "--database"],
@@ -245,7 +251,8 @@ def test_defaults_are_those_of_config_yaml():
     assert parser.parse_args(["merge", "out", "s"]).nbits == task["nbits"]
     shard = parser.parse_args(["encode", "out", "--model", "m", "--bank", "b", "--labels", "l"])
     assert (shard.shard, shard.nb_shards) == (0, 1)  # by hand: the whole database in one shard
-    assert shard.device == DEFAULT_CONFIG["encode"]["device"]
+    assert [getattr(shard, key) for key in ("device", "precision", "forward_batch")] == \
+        [DEFAULT_CONFIG["encode"][key] for key in ("device", "precision", "forward_batch")]
     assert (shard.split, shard.seed) == (db["split"], db["seed"])
     evaluate = parser.parse_args(["evaluate", "o", "--index-dir", "i", "--labels-dir", "l",
                                   "--fingerprints-dir", "f"])

@@ -12,7 +12,8 @@ from equihash.data.labels import write_labels
 from equihash import encode
 from equihash.nn import precision
 from equihash.encode import Encoder, encode_database_shard, encode_queries, merge_shards, shard_range
-from equihash.io import InputError, fingerprint_precision, read_columns, read_labels
+from equihash.config import default_config
+from equihash.io import InputError, fingerprint_encoding, read_columns, read_labels
 from equihash.nn import MnistMosaicCNN
 from equihash.codes import pack_codes
 from equihash.train.loop import save_model
@@ -134,12 +135,30 @@ def test_precisions_are_different_artifacts_that_never_mix(setup):
     merged(root, encoder, 3)
     encode_database_shard(other, root / "labels" / "database.parquet", seed=0, split="test", shard=1,
                           nb_shards=3, out_path=root / "other-1-of-3.parquet")
-    with pytest.raises(InputError, match=f"other-1-of-3.parquet: fingerprints encoded at precision "
-                                         f"{other.precision}, .*0-of-3.parquet at {encoder.precision}"):
+    with pytest.raises(InputError, match=f"other-1-of-3.parquet: fingerprints encoded with precision "
+                                         f"{other.precision}, forward batch 128, .*0-of-3.parquet with precision "
+                                         f"{encoder.precision}, forward batch 128"):
         merge_shards([root / "3" / "0-of-3.parquet", root / "other-1-of-3.parquet", root / "3" / "2-of-3.parquet"],
                      root / "mixed.parquet", nbytes=2)
     assert not (root / "mixed.parquet").exists()
-    assert fingerprint_precision(root / "merged-3.parquet") == encoder.precision
+    assert fingerprint_encoding(root / "merged-3.parquet") == {"precision": encoder.precision, "forward_batch": 128}
+
+
+def test_forward_batches_never_mix_and_the_library_default_is_the_configurations(setup):
+    root, encoder = setup
+    assert encode.FORWARD_BATCH == default_config()["encode"]["forward_batch"]
+    other = Encoder(root / "model.pt", BANK, batch_size=64, precision=encoder.precision)
+    assert other.identity["forward_batch"] == other.encoding["forward_batch"] == 64
+    merged(root, encoder, 3)
+    encode_database_shard(other, root / "labels" / "database.parquet", seed=0, split="test", shard=2,
+                          nb_shards=3, out_path=root / "batch64-2-of-3.parquet")
+    assert fingerprint_encoding(root / "batch64-2-of-3.parquet") == {"precision": encoder.precision, "forward_batch": 64}
+    with pytest.raises(InputError, match=f"batch64-2-of-3.parquet: fingerprints encoded with precision "
+                                         f"{encoder.precision}, forward batch 64, .*0-of-3.parquet with precision "
+                                         f"{encoder.precision}, forward batch 128; .*encode.forward_batch"):
+        merge_shards([root / "3" / "0-of-3.parquet", root / "3" / "1-of-3.parquet", root / "batch64-2-of-3.parquet"],
+                     root / "mixed.parquet", nbytes=2)
+    assert not (root / "mixed.parquet").exists()
 
 
 def test_merge_rejects_a_gap_in_ids(setup):

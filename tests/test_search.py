@@ -152,8 +152,11 @@ def test_cli_query_id_prints_and_draws(run, capsys):
     assert again.read_bytes() == out.read_bytes()
 
 
-def test_cli_image_query_with_label(run, capsys):
-    """A clean mosaic of a database label, as a PNG: encoded by --model, ground truth from --label."""
+def test_cli_image_query_with_label(run, capsys, monkeypatch):
+    """A clean mosaic of a database label, as a PNG: encoded by --model with the precision and forward
+    batch the database records (64, not the default), ground truth from --label."""
+    built, for_split = [], Encoder.for_split.__func__
+    monkeypatch.setattr(Encoder, "for_split", classmethod(lambda cls, *a, **k: built.append(k) or for_split(cls, *a, **k)))
     label = run["labels"][17]
     clean = run["encoder"].mosaic.clean(label[None])[0]
     path = run["root"] / "mosaic.png"
@@ -167,6 +170,7 @@ def test_cli_image_query_with_label(run, capsys):
     assert f"query: image {path}, label ({', '.join(map(str, label))})" in printed
     assert f"retrieved: {len(retrieved)} position(s)" in printed
     assert f"ground truth: {len(same_label)} position(s)" in printed and 17 in same_label
+    assert [(k["precision"], k["batch_size"]) for k in built] == [(run["encoder"].precision, 64)]
     result = run["search"].by_image(clean, logits, 3, label=label)
     assert result.retrieved.tolist() == retrieved and result.ground_truth.tolist() == same_label
     unlabelled = run["search"].by_image(clean, logits, 3)

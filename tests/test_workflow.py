@@ -18,7 +18,7 @@ import torch
 import yaml
 from PIL import Image
 
-from equihash.io import fingerprint_precision
+from equihash.io import fingerprint_encoding
 from equihash.nn.precision import resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,10 +86,14 @@ def test_full_run_writes_every_artifact_and_metrics(run):
     assert list(metrics) == ["task", "model", "variant", "database", "nbits", "database_size",
                              "internal_collisions", "equidict", "equiset", "binary", "multiprobe", "provenance"]
     assert metrics["provenance"]["nb_shards"] == 2 and len(metrics["provenance"]["config_sha256"]) == 64
-    # encode.precision auto (the default) is resolved once, where snakemake runs, and recorded resolved
+    # encode.precision auto (the default) is resolved once, where snakemake runs, and recorded resolved;
+    # the database and the queries record it with tiny.yaml's forward batch
     run_config = json.loads((results / "metrics" / RUN / "run_config.json").read_text())
     assert run_config["encode_precision"] == resolve_precision("auto", "cpu", "encode")
-    assert fingerprint_precision(results / "fingerprints" / RUN / "database.parquet") == run_config["encode_precision"]
+    assert run_config["encode_forward_batch"] == TINY["encode"]["forward_batch"] == 16
+    for name in ("database", "positive_queries", "negative_queries"):
+        assert fingerprint_encoding(results / "fingerprints" / RUN / f"{name}.parquet") == {
+            "precision": run_config["encode_precision"], "forward_batch": 16}, name
     assert metrics["database_size"] == 3000 and metrics["nbits"] == 64
     assert [e["lookups"] for e in metrics["multiprobe"]] == [1, 4, 16]
     assert metrics["multiprobe"][0]["recall"] == metrics["equidict"]["recall"]
@@ -271,6 +275,13 @@ def test_lost_shard_reruns_only_that_shard_the_merge_and_downstream(run):
     assert f"results/fingerprints/{RUN}/shards/0-of-2.parquet" not in outputs
     snakemake(workdir)
     assert {path: path.read_bytes() for path in before} == before
+
+
+def test_changed_forward_batch_reruns_the_encoding_and_downstream_not_the_training(run):
+    workdir, _ = run
+    jobs = planned_jobs(workdir, with_changes(encode__forward_batch=32))
+    assert jobs == {"all": 1, "encode_shard": 4, "merge_shards": 2, "encode_queries": 2, "index": 2, "join_index": 2,
+                    "evaluate_partition": 2, "evaluate": 2, "report_run": 2, "summary": 1}  # both tasks
 
 
 def test_changed_shard_count_reruns_encoding_only_and_merges_identically(run):

@@ -76,7 +76,7 @@ def test_killed_workflow_resumes_to_the_clean_results(clean_run, tmp_path):
     model = TINY["tasks"]["MnistMosaic"]["models"]["ShannonHamming"]
     kill_step = int(rng.integers(2, model["steps"] + 1))
     shard_rows = TINY["tasks"]["MnistMosaic"]["databases"]["default"]["size"] // TINY["encode"]["nb_shards"]
-    kill_batch = int(rng.integers(1, -(-shard_rows // 256) + 1))
+    kill_batch = int(rng.integers(1, -(-shard_rows // TINY["encode"]["forward_batch"]) + 1))
     results = tmp_path / "results"
 
     # 1. the train job dies after step kill_step, before that step's checkpoint

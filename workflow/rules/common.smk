@@ -238,9 +238,10 @@ def run_config(wildcards):
     """Everything that determines the figures of one metrics.json: the task's data and noise
     settings (its bank request, noise, network, fingerprint bits, the Perlin block of a task
     that reads the Perlin file), the model parameters of this variant, the database
-    parameters, where and at which precision the encoder ran (encode.device, encode.precision) and the multi-probe lookups (the shard
-    count is recorded beside it). Its sha256 is the provenance's config hash; results paths
-    and cluster resources are not in it."""
+    parameters, where and how the encoder ran (encode.device, encode.precision,
+    encode.forward_batch) and the multi-probe lookups (the shard count is recorded beside it).
+    Its sha256 is the provenance's config hash; results paths and cluster resources are not
+    in it."""
     tc = task_config(wildcards)
     task = {"bank": bank_request(tc["bank"]), "nbits": model_nbits(wildcards),
             **{key: tc[key] for key in (*get_task(wildcards.task).noise, "network") if key in tc}}
@@ -256,5 +257,6 @@ def run_config(wildcards):
         "database_params": database_config(wildcards),
         "encode_device": config["encode"]["device"],
         "encode_precision": config["encode"]["precision"],
+        "encode_forward_batch": config["encode"]["forward_batch"],
         "multiprobe_lookups": config["evaluate"]["multiprobe_lookups"],
     }, SCHEMA, {})

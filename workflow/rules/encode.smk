@@ -14,6 +14,7 @@ rule encode_shard:
         noise=task_noise,
         device=config["encode"]["device"],
         precision=config["encode"]["precision"],
+        forward_batch=config["encode"]["forward_batch"],
     threads: job_threads("encode", local=2)
     resources:
         **job_resources("encode"),
@@ -59,6 +60,7 @@ rule encode_queries:
         noise=task_noise,
         device=config["encode"]["device"],
         precision=config["encode"]["precision"],
+        forward_batch=config["encode"]["forward_batch"],
     threads: job_threads("encode", local=2)
     resources:
         **job_resources("encode"),
