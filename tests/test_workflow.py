@@ -1,6 +1,6 @@
 """The Snakemake workflow end to end on tests/tiny.yaml, in a temporary directory.
 
-One full run (module fixture) is followed by dry-runs that show what a changed
+One full run (the session's ``tiny_run``, tests/conftest.py) is followed by dry-runs that show what a changed
 configuration reruns, a real rerun with another shard count, and bad configurations.
 """
 
@@ -65,11 +65,9 @@ def with_changes(**paths):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    dry = planned_jobs(workdir)
-    snakemake(workdir)
-    return workdir, dry
+def run(tiny_run, tmp_path_factory):
+    """The session's run of tests/tiny.yaml, and the jobs a dry-run plans in an empty folder."""
+    return tiny_run.workdir, planned_jobs(tmp_path_factory.mktemp("empty"))
 
 
 def test_dry_run_shows_the_whole_dag(run):

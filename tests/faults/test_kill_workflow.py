@@ -7,9 +7,10 @@ to a clean run, and no job that had finished runs again.
    whole process group dies at a seeded batch (a lost node: Snakemake and every job at once).
 3. ``snakemake --unlock`` then ``snakemake --rerun-incomplete``: the run completes.
 
-Afterwards metrics.json and the merged database are byte-identical to the clean run's
-(which also shows that two runs of the configuration give identical metrics), every file
-that existed before step 3 is untouched, no temporary or partial state remains, and
+Afterwards metrics.json and the merged database are byte-identical to the session's clean
+run (``tiny_run``, tests/conftest.py; which also shows that two runs of the configuration
+give identical metrics), every file that existed before step 3 is untouched, no temporary
+or partial state remains, and
 over the three runs every job of the DAG finished exactly once: only the killed jobs
 (train, shard 1) started twice.
 """
@@ -17,6 +18,7 @@ over the three runs every job of the DAG finished exactly once: only the killed 
 from __future__ import annotations
 
 import collections
+import hashlib
 import re
 import signal
 import subprocess
@@ -45,11 +47,10 @@ def snakemake(workdir: Path, *args, **fault) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=clean_environment(**fault), start_new_session=True)
 
 
-def jobs(result: subprocess.CompletedProcess) -> tuple[collections.Counter, collections.Counter]:
-    """Rule -> number of jobs Snakemake started, and finished, in this run."""
-    text = result.stdout + result.stderr
-    return (collections.Counter(re.findall(r"^(?:local)?rule (\w+):$", text, re.M)),
-            collections.Counter(re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)$", text, re.M)))
+def jobs(output: str) -> tuple[collections.Counter, collections.Counter]:
+    """Rule -> number of jobs Snakemake started, and finished, in the run that printed ``output``."""
+    return (collections.Counter(re.findall(r"^(?:local)?rule (\w+):$", output, re.M)),
+            collections.Counter(re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)$", output, re.M)))
 
 
 def stamps(results: Path) -> dict[str, tuple[int, int]]:
@@ -60,18 +61,8 @@ def stamps(results: Path) -> dict[str, tuple[int, int]]:
             if not str(p.relative_to(results)).startswith(left)}
 
 
-@pytest.fixture(scope="module")
-def clean_run(tmp_path_factory) -> tuple[Path, collections.Counter]:
-    """The results of an uninterrupted run and its jobs per rule."""
-    workdir = tmp_path_factory.mktemp("clean-workflow")
-    result = snakemake(workdir)
-    assert result.returncode == 0, result.stderr[-4000:]
-    started, finished = jobs(result)
-    assert started == finished
-    return workdir / "results", finished
-
-
-def test_killed_workflow_resumes_to_the_clean_results(clean_run, tmp_path):
+def test_killed_workflow_resumes_to_the_clean_results(tiny_run, tmp_path):
+    """Against the session's uninterrupted run of tiny.yaml (tests/conftest.py)."""
     rng = np.random.default_rng(SEED)
     model = TINY["tasks"]["MnistMosaic"]["models"]["ShannonHamming"]
     kill_step = int(rng.integers(2, model["steps"] + 1))
@@ -83,7 +74,7 @@ def test_killed_workflow_resumes_to_the_clean_results(clean_run, tmp_path):
     first = snakemake(tmp_path, **{fault_injection.FAULT_AFTER: kill_step, fault_injection.FAULT_MATCH: "^train "})
     assert first.returncode == 1 and "Error in rule train" in first.stderr
     assert not (results / "models" / RUN / "model.pt").exists()
-    started, finished = jobs(first)
+    started, finished = jobs(first.stdout + first.stderr)
     assert started - finished == {"train": 1}
 
     # 2. training resumes at its checkpoint; the node is lost during batch kill_batch of shard 1
@@ -94,7 +85,7 @@ def test_killed_workflow_resumes_to_the_clean_results(clean_run, tmp_path):
     train_log = (results / "logs" / "train" / f"{RUN}.log").read_text()
     if checkpoint_step:
         assert f"at step {checkpoint_step}\n" in train_log.split("resumed from")[1]
-    started2, finished2 = jobs(second)
+    started2, finished2 = jobs(second.stdout + second.stderr)
     assert (started2 - finished2)["encode_shard"] >= 1
     assert "prepare_bank" not in started2
     started, finished = started + started2, finished + finished2
@@ -104,17 +95,18 @@ def test_killed_workflow_resumes_to_the_clean_results(clean_run, tmp_path):
     assert snakemake(tmp_path, "--unlock").returncode == 0
     third = snakemake(tmp_path, "--rerun-incomplete")
     assert third.returncode == 0, third.stderr[-4000:]
-    started3, finished3 = jobs(third)
+    started3, finished3 = jobs(third.stdout + third.stderr)
     assert started3 == finished3
     started, finished = started + started3, finished + finished3
     after = stamps(results)
     assert {path: after[path] for path in before} == before  # nothing finished was written again
 
-    clean_results, clean_jobs = clean_run
-    assert finished == clean_jobs  # every job of the DAG finished exactly once over the three runs
+    clean_started, clean_finished = jobs(tiny_run.output)
+    assert clean_started == clean_finished
+    assert finished == clean_finished  # every job of the DAG finished exactly once over the three runs
     assert leftovers(results) == []
     for artifact in (f"metrics/{RUN}/default/metrics.json", f"fingerprints/{RUN}/default/database.parquet"):
-        assert (results / artifact).read_bytes() == (clean_results / artifact).read_bytes(), artifact
+        assert hashlib.sha256((results / artifact).read_bytes()).hexdigest() == tiny_run.digests[artifact], artifact
     print(f"\nworkflow: train killed after step {kill_step} (checkpoint {checkpoint_step}), node lost at batch "
           f"{kill_batch} of shard 1; jobs started {dict(started)}, finished {dict(finished)}; "
           "metrics.json and database identical")
