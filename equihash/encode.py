@@ -331,7 +331,7 @@ def encode_database_shard(encoder: Encoder, labels_path, *, seed: int, split: st
     parts.discard()
 
 
-def describe(encoding: dict) -> str:
+def describe_encoding(encoding: dict) -> str:
     """``precision bf16, forward batch 256``: a fingerprint file's encoding, for messages."""
     return ", ".join(f"{name.replace('_', ' ')} {encoding.get(name, 'unrecorded')}"
                      for name in ("precision", "forward_batch"))
@@ -351,9 +351,9 @@ def merge_shards(shard_paths, out_path, nbytes: int) -> int:
     first = shard_paths[0] if shard_paths else None
     for path, encoding in encodings.items():
         if encoding != encodings[first]:
-            raise InputError(f"{path}: fingerprints encoded with {describe(encoding)}, {first} with "
-                             f"{describe(encodings[first])}; the shards of one database are encoded with one "
-                             "encode.precision and encode.forward_batch: encode them again")
+            raise InputError(f"{path}: fingerprints encoded with {describe_encoding(encoding)}, {first} "
+                             f"with {describe_encoding(encodings[first])}; the shards of one database are "
+                             "encoded with one encode.precision and encode.forward_batch: encode them again")
     schema = fingerprint_schema(nbytes, encodings.get(first))
     for path in shard_paths:
         check_schema(path, {"id": pa.uint64(), "code": schema.field("code").type})

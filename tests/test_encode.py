@@ -152,7 +152,8 @@ def test_forward_batches_never_mix_and_the_library_default_is_the_configurations
     merged(root, encoder, 3)
     encode_database_shard(other, root / "labels" / "database.parquet", seed=0, split="test", shard=2,
                           nb_shards=3, out_path=root / "batch64-2-of-3.parquet")
-    assert fingerprint_encoding(root / "batch64-2-of-3.parquet") == {"precision": encoder.precision, "forward_batch": 64}
+    assert fingerprint_encoding(root / "batch64-2-of-3.parquet") == {"precision": encoder.precision,
+                                                                     "forward_batch": 64}
     with pytest.raises(InputError, match=f"batch64-2-of-3.parquet: fingerprints encoded with precision "
                                          f"{encoder.precision}, forward batch 64, .*0-of-3.parquet with precision "
                                          f"{encoder.precision}, forward batch 128; .*encode.forward_batch"):

@@ -156,7 +156,8 @@ def test_cli_image_query_with_label(run, capsys, monkeypatch):
     """A clean mosaic of a database label, as a PNG: encoded by --model with the precision and forward
     batch the database records (64, not the default), ground truth from --label."""
     built, for_split = [], Encoder.for_split.__func__
-    monkeypatch.setattr(Encoder, "for_split", classmethod(lambda cls, *a, **k: built.append(k) or for_split(cls, *a, **k)))
+    monkeypatch.setattr(Encoder, "for_split",
+                        classmethod(lambda cls, *a, **k: built.append(k) or for_split(cls, *a, **k)))
     label = run["labels"][17]
     clean = run["encoder"].mosaic.clean(label[None])[0]
     path = run["root"] / "mosaic.png"
