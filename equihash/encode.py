@@ -46,9 +46,9 @@ import torch
 from equihash.codes import pack_codes
 from equihash.data.keyed import KeyedRandom
 from equihash.tasks import array_identity, make_mosaic, open_bank
-from equihash.io import (InputError, atomic_path, check_schema, codes_array, column_to_numpy, fingerprint_encoding,
-                         fingerprint_schema, labels_type, logits_array, query_schema, read_label_rows, read_labels,
-                         triplet_schema, write_json, write_table)
+from equihash.io import (ENCODING_KEYS, InputError, atomic_path, check_schema, codes_array, column_to_numpy,
+                         fingerprint_encoding, fingerprint_schema, labels_type, logits_array, query_schema,
+                         read_label_rows, read_labels, triplet_schema, write_json, write_table)
 from equihash.nn.cpu import cpu_flags, keep_freed_memory
 from equihash.nn.precision import precision_context, resolve_precision
 from equihash.progress import Progress, logger
@@ -112,8 +112,6 @@ class Encoder:
                                   perlin=perlin)
         self.nbits = self.config["nbits"]
         self.batch_size = batch_size
-        #: what a fingerprint file records of its encoder (equihash.io.fingerprint_encoding)
-        self.encoding = {"precision": self.precision, "forward_batch": batch_size}
         self.identity = {  # what a fingerprint depends on besides its labels, seed, split and position
             "model_sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest(),
             "bank_sha256": array_identity(self.mosaic.bank),
@@ -126,6 +124,11 @@ class Encoder:
             self.identity["cpu_kernels"] = cpu_kernels()
         if perlin is not None:
             self.identity["perlin"] = [array_identity(field) for field in self.mosaic.perlin]
+
+    @property
+    def encoding(self) -> dict:
+        """What a fingerprint file records of its encoder (equihash.io.fingerprint_encoding)."""
+        return {"precision": self.precision, "forward_batch": self.batch_size}
 
     @classmethod
     def for_split(cls, model_path, *, split: str, bank, perlin=None, in_memory: bool = False,
@@ -333,8 +336,7 @@ def encode_database_shard(encoder: Encoder, labels_path, *, seed: int, split: st
 
 def describe_encoding(encoding: dict) -> str:
     """``precision bf16, forward batch 256``: a fingerprint file's encoding, for messages."""
-    return ", ".join(f"{name.replace('_', ' ')} {encoding.get(name, 'unrecorded')}"
-                     for name in ("precision", "forward_batch"))
+    return ", ".join(f"{name.replace('_', ' ')} {encoding.get(name, 'unrecorded')}" for name in ENCODING_KEYS)
 
 
 def merge_shards(shard_paths, out_path, nbytes: int) -> int:

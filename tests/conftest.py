@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from equihash.fault_injection import FAULT_AFTER, FAULT_GROUP, FAULT_MATCH
+from equihash.fault_injection import FAULT_VARIABLES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     workdir = tmp_path_factory.mktemp("tiny-run")
     config = workdir / "config.yaml"
     config.write_text((REPO / "tests" / "tiny.yaml").read_text())
-    env = {k: v for k, v in os.environ.items() if k not in (FAULT_AFTER, FAULT_MATCH, FAULT_GROUP)}
+    env = {k: v for k, v in os.environ.items() if k not in FAULT_VARIABLES}
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
                              str(workdir), "--configfile", str(config), "--cores", "2"],
                             capture_output=True, text=True, env=env)

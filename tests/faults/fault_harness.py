@@ -16,7 +16,7 @@ import torch
 import equihash.fault_injection as fault_injection
 
 HERE = Path(__file__).resolve().parent
-FAULT_VARIABLES = (fault_injection.FAULT_AFTER, fault_injection.FAULT_MATCH, fault_injection.FAULT_GROUP)
+FAULT_VARIABLES = fault_injection.FAULT_VARIABLES
 
 
 def snapshot(root: Path) -> dict[str, str]:
