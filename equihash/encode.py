@@ -157,7 +157,17 @@ class Encoder:
         return labels
 
     def logits(self, labels: np.ndarray, rng: KeyedRandom, indices: np.ndarray, progress=None) -> np.ndarray:
-        """(n, k) float32 logits of the instances ``indices`` of stream ``rng`` with these labels.
+        """(n, k) float32 logits of the instances ``indices`` of stream ``rng`` with these labels."""
+        return self.stream_logits([(labels, rng, indices)], progress)[0]
+
+    def stream_logits(self, streams: list[tuple[np.ndarray, KeyedRandom, np.ndarray]],
+                      progress=None) -> list[np.ndarray]:
+        """The logits of each stream's instances, ``(labels, rng, indices)`` as :meth:`logits` takes them.
+
+        The streams' instances run as one sequence of forward batches, so a batch may end one
+        stream and begin the next: five query sets of 100 take two passes of 256, not five.
+        A row's logits depend on the forward batch's size, never on the other rows in it
+        (see the module docstring), so they are those of each stream encoded alone.
 
         The forward batches run in ``LANES`` threads, each making the instances of its
         batch and then running the network on it, with the torch threads shared out among
@@ -166,23 +176,33 @@ class Encoder:
         pass. A batch is the same and its logits the same for any number of lanes or threads
         (tested), so the logits are those of a plain loop.
         """
-        out = np.empty((len(labels), self.nbits), dtype=np.float32)
+        bounds = np.cumsum([0] + [len(labels) for labels, _, _ in streams])
+        out = np.empty((bounds[-1], self.nbits), dtype=np.float32)
         bs = self.batch_size
-        starts = range(0, len(labels), bs)
+        starts = range(0, bounds[-1], bs)
         lanes = max(1, min(LANES, len(starts)))
         threads = torch.get_num_threads()
         failed = threading.Event()
         lock = threading.Lock()
 
+        def instances(lo: int, hi: int, rngs: list[KeyedRandom]) -> np.ndarray:
+            """The instances of rows ``lo:hi`` of the streams placed end to end."""
+            pieces = []
+            for (labels, _, indices), rng, first, end in zip(streams, rngs, bounds, bounds[1:]):
+                a, b = max(lo, first) - first, min(hi, end) - first
+                if a < b:
+                    pieces.append(self.mosaic.noisy(labels[a:b], rng, indices[a:b]))
+            return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
         def lane(first: int) -> None:
             torch.set_num_threads(max(1, threads // lanes))
-            own = rng.copy()  # a KeyedRandom is positioned per item: one per thread
+            own = [rng.copy() for _, rng, _ in streams]  # a KeyedRandom is positioned per item: one per thread
             with torch.inference_mode(), precision_context(self.precision, self.device):
                 for lo in starts[first::lanes]:
                     if failed.is_set():
                         return
                     try:
-                        x = self.mosaic.noisy(labels[lo:lo + bs], own, indices[lo:lo + bs])
+                        x = instances(lo, min(lo + bs, bounds[-1]), own)
                         out[lo:lo + len(x)] = self._batch_logits(x)
                     except BaseException:
                         failed.set()
@@ -197,7 +217,7 @@ class Encoder:
                     done.result()
         finally:
             torch.set_num_threads(threads)
-        return out
+        return [out[first:end] for first, end in zip(bounds, bounds[1:])]
 
     @torch.inference_mode()
     def forward(self, instances: np.ndarray) -> np.ndarray:
@@ -396,29 +416,33 @@ def merge_shards(shard_paths, out_path, nbytes: int) -> int:
 
 def encode_queries(encoder: Encoder, labels_dir, *, seed: int, split: str, out_positive, out_negative,
                    out_triplets) -> None:
-    """Fingerprints and logits of the positive and negative queries; codes of the triplets."""
+    """Fingerprints and logits of the positive and negative queries; codes of the triplets.
+
+    The five streams (two query sets, three triplet members) are encoded as one sequence of
+    forward batches (:meth:`Encoder.stream_logits`)."""
     labels_dir = Path(labels_dir)
     nbytes = encoder.nbits // 8
-    for name, out in (("positive_queries", out_positive), ("negative_queries", out_negative)):
-        labels = encoder.check_labels(read_labels(labels_dir / f"{name}.parquet", encoder.mosaic.cells),
-                                      labels_dir / f"{name}.parquet")
-        ids = np.arange(len(labels), dtype=np.uint64)
-        with Progress(len(labels), f"encode {name}", "mosaic") as bar:
-            logits = encoder.logits(labels, KeyedRandom(seed, split, name), ids, bar)
-        table = pa.table([pa.array(ids), codes_array(pack_codes(logits)), logits_array(logits)],
-                         schema=query_schema(nbytes, encoder.encoding))
-        write_table(table, out)
+    queries = {}
+    for name in ("positive_queries", "negative_queries"):
+        path = labels_dir / f"{name}.parquet"
+        queries[name] = encoder.check_labels(read_labels(path, encoder.mosaic.cells), path)
     pairs_path = labels_dir / "negative_pairs.parquet"
     kind = labels_type(encoder.mosaic.cells)
     check_schema(pairs_path, {"anchor": kind, "negative": kind})
-    anchor = encoder.check_labels(read_labels(pairs_path, encoder.mosaic.cells, column="anchor"),
-                                  pairs_path, column="anchor")
-    negative = encoder.check_labels(read_labels(pairs_path, encoder.mosaic.cells, column="negative"),
-                                    pairs_path, column="negative")
-    ids = np.arange(len(anchor), dtype=np.uint64)
-    members = {}
-    with Progress(3 * len(anchor), "encode triplets", "mosaic") as bar:
-        for member, labels in (("anchor", anchor), ("positive", anchor), ("negative", negative)):
-            rng = KeyedRandom(seed, split, f"triplet_{member}")
-            members[member] = codes_array(pack_codes(encoder.logits(labels, rng, ids, bar)))
-    write_table(pa.table(members, schema=triplet_schema(nbytes)), out_triplets)
+    pairs = {column: encoder.check_labels(read_labels(pairs_path, encoder.mosaic.cells, column=column), pairs_path,
+                                          column=column) for column in ("anchor", "negative")}
+    members = {"triplet_anchor": pairs["anchor"], "triplet_positive": pairs["anchor"],
+               "triplet_negative": pairs["negative"]}
+    streams = {**queries, **members}
+    total = sum(len(labels) for labels in streams.values())
+    with Progress(total, "encode queries and triplets", "mosaic") as bar:
+        logits = dict(zip(streams, encoder.stream_logits(
+            [(labels, KeyedRandom(seed, split, name), np.arange(len(labels), dtype=np.uint64))
+             for name, labels in streams.items()], bar)))
+    for name, out in (("positive_queries", out_positive), ("negative_queries", out_negative)):
+        ids = np.arange(len(queries[name]), dtype=np.uint64)
+        table = pa.table([pa.array(ids), codes_array(pack_codes(logits[name])), logits_array(logits[name])],
+                         schema=query_schema(nbytes, encoder.encoding))
+        write_table(table, out)
+    codes = {name.removeprefix("triplet_"): codes_array(pack_codes(logits[name])) for name in members}
+    write_table(pa.table(codes, schema=triplet_schema(nbytes)), out_triplets)

@@ -75,6 +75,21 @@ def test_fingerprint_does_not_depend_on_where_a_batch_starts(setup):
     np.testing.assert_array_equal(whole[77:], tail)
 
 
+def test_streams_share_forward_batches_and_keep_their_logits(setup, monkeypatch):
+    _, encoder = setup
+    sizes = (50, 90, 1, 120)  # 261 rows: 3 passes of 128 together, 5 apart
+    streams = [(np.random.default_rng(size).integers(0, len(BANK), size=(size, 4), dtype=np.uint32),
+                KeyedRandom(0, "test", f"stream_{size}"), np.arange(size, dtype=np.uint64)) for size in sizes]
+    alone = [encoder.logits(*stream) for stream in streams]
+    passes = []
+    batch_logits = encoder._batch_logits
+    monkeypatch.setattr(encoder, "_batch_logits", lambda x: passes.append(len(x)) or batch_logits(x))
+    together = encoder.stream_logits(streams)
+    assert sorted(passes) == [5, 128, 128]
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("lanes, threads", [(1, 1), (2, 2), (3, 1), (2, 3)])
 def test_lanes_give_the_logits_of_a_plain_loop(setup, monkeypatch, lanes, threads):
     _, encoder = setup
