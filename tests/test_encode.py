@@ -1,6 +1,7 @@
 """Encoding: shards, their merge, queries and triplets (docs/method.md section 7)."""
 
 import threading
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -118,6 +119,7 @@ def test_a_failing_lane_stops_the_encoding(setup, monkeypatch):
             failing.set()
             raise OSError("bank read failed")
         failing.wait(10)  # lane 0 finishes its batch after lane 1 failed
+        time.sleep(0.5)  # and after lane 1 recorded its failure (it raises, then sets the stop flag)
         return noisy(batch, rng, ids, **kwargs)
 
     monkeypatch.setattr(encode, "LANES", 2)
