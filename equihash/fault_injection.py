@@ -27,6 +27,14 @@ FAULT_VARIABLES = (FAULT_AFTER, FAULT_MATCH, FAULT_GROUP)
 _points_seen = 0
 
 
+def clean_environment(**fault) -> dict[str, str]:
+    """This process's environment without the fault variables, plus ``fault`` (name -> value):
+    the environment of a child process that must die only where a test says."""
+    env = {k: v for k, v in os.environ.items() if k not in FAULT_VARIABLES}
+    env.update({k: str(v) for k, v in fault.items()})
+    return env
+
+
 def points_seen() -> int:
     """The fault points this process has counted so far."""
     return _points_seen

@@ -2,7 +2,6 @@
 
 import hashlib
 import logging
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from equihash.fault_injection import FAULT_VARIABLES
+from equihash.fault_injection import clean_environment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +29,7 @@ def restore_process_state():
 @dataclass(frozen=True)
 class TinyRun:
     workdir: Path  # holds config.yaml (tests/tiny.yaml) and results/; tests may rerun parts of it
-    output: str  # Snakemake's stdout and stderr
+    result: subprocess.CompletedProcess  # the finished snakemake process, its output captured
     digests: dict  # every file under results/ but the logs (relative path) -> SHA-256, as the run left it
 
 
@@ -41,12 +40,11 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     workdir = tmp_path_factory.mktemp("tiny-run")
     config = workdir / "config.yaml"
     config.write_text((REPO / "tests" / "tiny.yaml").read_text())
-    env = {k: v for k, v in os.environ.items() if k not in FAULT_VARIABLES}
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
                              str(workdir), "--configfile", str(config), "--cores", "2"],
-                            capture_output=True, text=True, env=env)
+                            capture_output=True, text=True, env=clean_environment())
     assert result.returncode == 0, f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     results = workdir / "results"
     digests = {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest()
                for p in sorted(results.rglob("*")) if p.is_file() and "logs" not in p.relative_to(results).parts}
-    return TinyRun(workdir, result.stdout + result.stderr, digests)
+    return TinyRun(workdir, result, digests)

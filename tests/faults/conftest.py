@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fault_harness import FAULT_VARIABLES
+from equihash.fault_injection import FAULT_VARIABLES
 from fault_stages import make_inputs
 
 

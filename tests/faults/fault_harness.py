@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,6 @@ import torch
 import equihash.fault_injection as fault_injection
 
 HERE = Path(__file__).resolve().parent
-FAULT_VARIABLES = fault_injection.FAULT_VARIABLES
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -31,18 +29,11 @@ def leftovers(root: Path) -> list[str]:
                   if p.name.endswith(".tmp") or ".partial" in p.name)
 
 
-def clean_environment(**fault) -> dict[str, str]:
-    """This process's environment without fault variables, plus ``fault`` (name -> value)."""
-    env = {k: v for k, v in os.environ.items() if k not in FAULT_VARIABLES}
-    env.update({k: str(v) for k, v in fault.items()})
-    return env
-
-
 def run_child(stage: str, inputs: Path, work: Path, *, after: int | None = None,
               delay: float | None = None) -> int:
     """Run ``stage`` in a fresh process, SIGKILLed at its ``after``-th fault point or ``delay``
     seconds after its imports; return its exit status (-9 when killed)."""
-    env = clean_environment(**({fault_injection.FAULT_AFTER: after} if after is not None else {}))
+    env = fault_injection.clean_environment(**({fault_injection.FAULT_AFTER: after} if after is not None else {}))
     child = subprocess.Popen([sys.executable, str(HERE / "fault_stages.py"), stage, str(inputs), str(work)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     assert child.stdout.readline() == "ready\n", child.communicate()[1]
@@ -73,7 +64,7 @@ def counting_fault_points():
     """Count the fault points passed inside the block (``EQUIHASH_FAULT_AFTER`` set out of reach)."""
     counter = {"before": fault_injection.points_seen()}
     with pytest.MonkeyPatch.context() as patch:
-        for name in FAULT_VARIABLES:
+        for name in fault_injection.FAULT_VARIABLES:
             patch.delenv(name, raising=False)
         patch.setenv(fault_injection.FAULT_AFTER, str(1 << 62))
         yield counter

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 import equihash.fault_injection as fault_injection
-from fault_harness import clean_environment, leftovers
+from fault_harness import leftovers
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = yaml.safe_load((REPO / "tests" / "tiny.yaml").read_text())
@@ -44,13 +44,15 @@ def snakemake(workdir: Path, *args, **fault) -> subprocess.CompletedProcess:
     config.write_text(yaml.safe_dump(TINY))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(config), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=clean_environment(**fault), start_new_session=True)
+    return subprocess.run(cmd, capture_output=True, text=True, env=fault_injection.clean_environment(**fault),
+                          start_new_session=True)
 
 
-def jobs(output: str) -> tuple[collections.Counter, collections.Counter]:
-    """Rule -> number of jobs Snakemake started, and finished, in the run that printed ``output``."""
-    return (collections.Counter(re.findall(r"^(?:local)?rule (\w+):$", output, re.M)),
-            collections.Counter(re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)$", output, re.M)))
+def jobs(result: subprocess.CompletedProcess) -> tuple[collections.Counter, collections.Counter]:
+    """Rule -> number of jobs Snakemake started, and finished, in this run."""
+    text = result.stdout + result.stderr
+    return (collections.Counter(re.findall(r"^(?:local)?rule (\w+):$", text, re.M)),
+            collections.Counter(re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)$", text, re.M)))
 
 
 def stamps(results: Path) -> dict[str, tuple[int, int]]:
@@ -74,7 +76,7 @@ def test_killed_workflow_resumes_to_the_clean_results(tiny_run, tmp_path):
     first = snakemake(tmp_path, **{fault_injection.FAULT_AFTER: kill_step, fault_injection.FAULT_MATCH: "^train "})
     assert first.returncode == 1 and "Error in rule train" in first.stderr
     assert not (results / "models" / RUN / "model.pt").exists()
-    started, finished = jobs(first.stdout + first.stderr)
+    started, finished = jobs(first)
     assert started - finished == {"train": 1}
 
     # 2. training resumes at its checkpoint; the node is lost during batch kill_batch of shard 1
@@ -85,7 +87,7 @@ def test_killed_workflow_resumes_to_the_clean_results(tiny_run, tmp_path):
     train_log = (results / "logs" / "train" / f"{RUN}.log").read_text()
     if checkpoint_step:
         assert f"at step {checkpoint_step}\n" in train_log.split("resumed from")[1]
-    started2, finished2 = jobs(second.stdout + second.stderr)
+    started2, finished2 = jobs(second)
     assert (started2 - finished2)["encode_shard"] >= 1
     assert "prepare_bank" not in started2
     started, finished = started + started2, finished + finished2
@@ -95,13 +97,13 @@ def test_killed_workflow_resumes_to_the_clean_results(tiny_run, tmp_path):
     assert snakemake(tmp_path, "--unlock").returncode == 0
     third = snakemake(tmp_path, "--rerun-incomplete")
     assert third.returncode == 0, third.stderr[-4000:]
-    started3, finished3 = jobs(third.stdout + third.stderr)
+    started3, finished3 = jobs(third)
     assert started3 == finished3
     started, finished = started + started3, finished + finished3
     after = stamps(results)
     assert {path: after[path] for path in before} == before  # nothing finished was written again
 
-    clean_started, clean_finished = jobs(tiny_run.output)
+    clean_started, clean_finished = jobs(tiny_run.result)
     assert clean_started == clean_finished
     assert finished == clean_finished  # every job of the DAG finished exactly once over the three runs
     assert leftovers(results) == []
