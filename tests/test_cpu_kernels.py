@@ -18,7 +18,7 @@ import torch
 
 from equihash.data.banks import prepare_mnist_bank
 from equihash.encode import cpu_kernels
-from equihash.nn import MnistMosaicCNN
+from equihash.nn.mnist import MnistMosaicCNN
 from equihash.train.loop import save_model
 
 SCRIPT = """

@@ -15,7 +15,7 @@ from equihash.nn import precision
 from equihash.encode import Encoder, encode_database_shard, encode_queries, merge_shards, shard_range
 from equihash.config import default_config
 from equihash.io import InputError, fingerprint_encoding, read_columns, read_labels
-from equihash.nn import MnistMosaicCNN
+from equihash.nn.mnist import MnistMosaicCNN
 from equihash.codes import pack_codes
 from equihash.train.loop import save_model
 

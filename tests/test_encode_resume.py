@@ -10,7 +10,7 @@ import torch
 from equihash.data.labels import write_labels
 from equihash.encode import Encoder, encode_database_shard, partial_dir
 from equihash.io import InputError, labels_array, read_labels, write_table
-from equihash.nn import MnistMosaicCNN
+from equihash.nn.mnist import MnistMosaicCNN
 from equihash.train.loop import save_model
 
 BANK = np.random.default_rng(1).integers(0, 256, size=(30, 28, 28), dtype=np.uint8)

@@ -10,7 +10,7 @@ import torch
 
 from equihash.data.keyed import KeyedRandom
 from equihash.data.mosaic import MnistMosaic, distinct_labels
-from equihash.nn import MnistMosaicCNN
+from equihash.nn.mnist import MnistMosaicCNN
 from equihash.tasks import build_network
 
 

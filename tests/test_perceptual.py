@@ -21,7 +21,8 @@ from equihash.data.keyed import KeyedRandom  # noqa: E402
 from equihash.data.mosaic import MnistMosaic, OpenImagesMosaic, distinct_labels  # noqa: E402
 from equihash.data.openimages import prepare_embedded_bank, read_openimages_bank  # noqa: E402
 from equihash.index import probe_codes  # noqa: E402
-from equihash.nn.perceptual import HASH_BITS, PerceptualHash, perceptual_logits, to_images  # noqa: E402
+from equihash.models import HASH_BITS  # noqa: E402
+from equihash.nn.perceptual import PerceptualHash, perceptual_logits, to_images  # noqa: E402
 
 LIBRARY = {
     "aHash": imagehash.average_hash,

@@ -7,7 +7,8 @@ import torch
 
 import equihash.nn.precision as precision
 from equihash.io import InputError
-from equihash.nn import MnistMosaicCNN, Uint8ResNet
+from equihash.nn.mnist import MnistMosaicCNN
+from equihash.nn.resnet import Uint8ResNet
 from equihash.nn.precision import PRECISIONS, check_precision, precision_context, resolve_precision
 
 CPU = torch.device("cpu")

@@ -17,7 +17,7 @@ import yaml
 from snakemake.utils import update_config
 
 from equihash.config import compared_models
-from equihash.nn.perceptual import HASH_BITS
+from equihash.models import HASH_BITS
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = (REPO / "docs" / "replication.md").read_text()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from equihash.io import InputError
-from equihash.nn import MnistMosaicCNN
+from equihash.nn.mnist import MnistMosaicCNN
 from equihash.nn.resnet import Bottleneck, MnistResNet, Uint8ResNet
 from equihash.tasks import build_network
 

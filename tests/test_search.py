@@ -23,7 +23,7 @@ from equihash.data.labels import write_labels
 from equihash.encode import Encoder, encode_database_shard, encode_queries, merge_shards
 from equihash.index import build_index, build_index_from_parquet, probe_codes, write_index
 from equihash.io import InputError, code_type, read_columns, read_ground_truth, read_labels
-from equihash.nn import MnistMosaicCNN
+from equihash.nn.mnist import MnistMosaicCNN
 from equihash.search import RunSearch, grid_size, tile_origin
 from equihash.train.loop import save_model
 

@@ -1,7 +1,4 @@
-"""Networks mapping mosaic instances to k logits (docs/method.md section 5); the task registry
-(``equihash.tasks``) names each task's network."""
-
-from equihash.nn.mnist import MnistMosaicCNN
-from equihash.nn.resnet import MnistResNet, Uint8ResNet
-
-__all__ = ["MnistMosaicCNN", "MnistResNet", "Uint8ResNet"]
+"""Networks mapping mosaic instances to k logits (docs/method.md section 5), one module each
+(``mnist``, ``resnet``, ``perceptual``); the task registry (``equihash.tasks``) names each
+task's network. Nothing is imported here, so that ``equihash.nn.precision`` and
+``equihash.nn.cpu`` load without torch."""

@@ -38,8 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-#: Bits of each hash.
-HASH_BITS = {"pHash": 64, "dHash": 64, "aHash": 64, "wHash": 64, "PDQ": 256}
+from equihash.models import HASH_BITS
 
 # The package each hash needs beyond Pillow and numpy, and what provides it.
 _REQUIRES = {"pHash": ("scipy.fftpack", "scipy"), "wHash": ("pywt", "PyWavelets"), "PDQ": ("pdqhash", "pdqhash")}

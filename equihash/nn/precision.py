@@ -24,12 +24,18 @@ from __future__ import annotations
 
 import functools
 from contextlib import nullcontext
-
-import torch
+from typing import TYPE_CHECKING
 
 from equihash.io import InputError
 from equihash.nn.cpu import cpu_flags
 from equihash.progress import logger
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the functions that use it: resolve_precision on a CPU runs without
+# it, so that the workflow's definition (the Snakefile resolves encode.precision) loads
+# without torch.
 
 PRECISIONS = ("fp32", "bf16")
 AUTO = "auto"  # encoding only: bf16 where the device runs it natively, else fp32
@@ -48,12 +54,14 @@ def native_bf16(device: str | torch.device) -> bool:
     as far as this machine can tell: a CPU with :data:`BF16_UNITS`, or a CUDA GPU of compute
     capability 8.0 or later (Ampere on) that torch sees here. ``auto``: CUDA where torch sees
     a GPU, else the CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
-    return device.type == "cpu" and any(feature in cpu_flags() for feature in BF16_UNITS)
+    kind = str(device).split(":")[0]  # a torch device's text is its type, then :index
+    if kind == "cpu":
+        return any(feature in cpu_flags() for feature in BF16_UNITS)
+    import torch
+
+    if kind == "auto":
+        return native_bf16("cuda" if torch.cuda.is_available() else "cpu")
+    return kind == "cuda" and torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def resolve_precision(precision: str, device: str | torch.device, where: str) -> str:
@@ -71,6 +79,8 @@ def _warn_emulated() -> None:
 
 def in_float32(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` in float32 whatever the enclosing autocast: the networks' equihash heads."""
+    import torch
+
     with torch.autocast(x.device.type, enabled=False):
         return module(x.float())
 
@@ -82,4 +92,6 @@ def precision_context(precision: str, device: torch.device):
         return nullcontext()
     if device.type == "cpu" and not native_bf16(device):
         _warn_emulated()
+    import torch
+
     return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -9,15 +9,7 @@
 - :mod:`~equihash.report.html`: a run's metrics page for ``snakemake --report``, and
   :func:`build_report`, a self-contained HTML report of the runs that have metrics which
   names the runs that have none (``equihash report``).
+
+Nothing is imported here: the workflow's definition reads ``equihash.report.runs`` without
+loading matplotlib.
 """
-
-from equihash.report.ablation import ablation_statistics, ablation_table, configured_ablations, variant_parameters
-from equihash.report.html import ReportContents, build_report, write_metrics_page
-from equihash.report.runs import Ablation, MissingRunsError, Run, configured_runs, metrics_path
-from equihash.report.summary import flatten_metrics, read_metrics, summarize, summarize_runs, write_summary
-
-__all__ = [
-    "Ablation", "MissingRunsError", "ReportContents", "Run", "ablation_statistics", "ablation_table",
-    "build_report", "configured_ablations", "configured_runs", "flatten_metrics", "metrics_path",
-    "read_metrics", "summarize", "summarize_runs", "variant_parameters", "write_metrics_page", "write_summary",
-]

@@ -23,7 +23,7 @@ pairwise distinct training labels per row); each returns the gradient of its los
 respect to the logits of the step.
 
 A model is named as in the thesis; :data:`MODEL_OBJECTIVES` gives each name its objective
-(PseudoSH and SHQuad are ShannonHamming with other objective settings).
+(``equihash.models.MODEL_OBJECTIVE``).
 
 Device: ``device: auto`` trains on CUDA when it is present, else on the CPU; ``precision``
 (fp32 | bf16, equihash.nn.precision) is the arithmetic of the network's passes, in training
@@ -48,8 +48,9 @@ from equihash.config import config_sha256
 from equihash.data.keyed import KeyedRandom
 from equihash.data.mosaic import distinct_labels
 from equihash.io import InputError, atomic_path, write_table
+from equihash.models import HASH_BITS, MODEL_OBJECTIVE
 from equihash.nn.cpu import keep_freed_memory
-from equihash.nn.perceptual import HASH_BITS, PerceptualHash
+from equihash.nn.perceptual import PerceptualHash
 from equihash.nn.precision import precision_context
 from equihash.progress import Progress, logger
 from equihash.tasks import array_identity, build_network, open_mosaics
@@ -63,7 +64,7 @@ from equihash.train.shannon_hamming import ShannonHamming
 CHECKPOINT_FORMAT = 1
 OBJECTIVES = {"ShannonHamming": ShannonHamming, "HashNet": HashNet, "JMLH": JMLH, "HashNetShannon": HashNetShannon}
 #: The thesis' models and the objective each trains with (its settings: the model block).
-MODEL_OBJECTIVES = {**OBJECTIVES, "PseudoSH": ShannonHamming, "SHQuad": ShannonHamming}
+MODEL_OBJECTIVES = {model: OBJECTIVES[objective] for model, objective in MODEL_OBJECTIVE.items()}
 
 
 def resolve_device(requested: str, *, deterministic: bool = False) -> torch.device:

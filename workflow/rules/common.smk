@@ -5,12 +5,11 @@ import yaml
 
 from equihash.bundle import pretrained_path
 from equihash.config import bank_request, canonical, check_config, compared_models, load_schema, load_variants
-from equihash.nn.perceptual import HASH_BITS
+from equihash.models import HASH_BITS, MODEL_OBJECTIVE
 from equihash.nn.precision import resolve_precision
 from equihash.layout import bank_location, perlin_file, template
 from equihash.report.runs import configured_runs
 from equihash.tasks import get_task, task_names
-from equihash.train.loop import MODEL_OBJECTIVES
 
 # Registers the tasks of config task_modules (for the job scripts too), then checks every value.
 check_config(config)
@@ -82,7 +81,7 @@ def pretrained_expectations(wildcards):
 
 
 # Model names the train rule builds, and the perceptual hashes (rule perceptual_model).
-LEARNED_MODELS = "|".join(MODEL_OBJECTIVES)
+LEARNED_MODELS = "|".join(MODEL_OBJECTIVE)
 PERCEPTUAL_HASHES = "|".join(HASH_BITS)
 
 
