@@ -434,14 +434,12 @@ def encode_queries(encoder: Encoder, labels_dir, *, seed: int, split: str, out_p
     members = {"triplet_anchor": pairs["anchor"], "triplet_positive": pairs["anchor"],
                "triplet_negative": pairs["negative"]}
     streams = {**queries, **members}
-    total = sum(len(labels) for labels in streams.values())
-    with Progress(total, "encode queries and triplets", "mosaic") as bar:
+    ids = {name: np.arange(len(labels), dtype=np.uint64) for name, labels in streams.items()}
+    with Progress(sum(map(len, ids.values())), "encode queries and triplets", "mosaic") as bar:
         logits = dict(zip(streams, encoder.stream_logits(
-            [(labels, KeyedRandom(seed, split, name), np.arange(len(labels), dtype=np.uint64))
-             for name, labels in streams.items()], bar)))
+            [(labels, KeyedRandom(seed, split, name), ids[name]) for name, labels in streams.items()], bar)))
     for name, out in (("positive_queries", out_positive), ("negative_queries", out_negative)):
-        ids = np.arange(len(queries[name]), dtype=np.uint64)
-        table = pa.table([pa.array(ids), codes_array(pack_codes(logits[name])), logits_array(logits[name])],
+        table = pa.table([pa.array(ids[name]), codes_array(pack_codes(logits[name])), logits_array(logits[name])],
                          schema=query_schema(nbytes, encoder.encoding))
         write_table(table, out)
     codes = {name.removeprefix("triplet_"): codes_array(pack_codes(logits[name])) for name in members}
